@@ -1,0 +1,1 @@
+//! yolo-data (work in progress).

@@ -1,0 +1,1 @@
+//! yolo-eval (work in progress).

@@ -1,0 +1,1 @@
+//! yolo-loss (work in progress).

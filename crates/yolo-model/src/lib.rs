@@ -1,0 +1,1 @@
+//! yolo-model (work in progress).

@@ -1,0 +1,1 @@
+//! yolo-train (work in progress).
