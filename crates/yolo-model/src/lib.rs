@@ -1,1 +1,3 @@
 //! yolo-model (work in progress).
+
+pub mod ops;

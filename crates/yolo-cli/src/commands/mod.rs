@@ -1,6 +1,12 @@
-//! Subcommands: one file each, this module only dispatches.
+//! Subcommands: one file each; this module only declares and dispatches them.
+//!
+//! To add a command: a file `name.rs` with `#[derive(clap::Args)] pub struct Args` and
+//! `pub fn run(args: Args) -> anyhow::Result<()>`, then one line in each of the three lists below.
 
 use clap::{Parser, Subcommand};
+
+// -- list 1: modules
+mod info;
 
 /// Train and use YOLOv3 detectors: a Rust re-creation of keras-yolo3's training pipeline.
 #[derive(Parser, Debug)]
@@ -13,16 +19,15 @@ pub struct Cli {
 /// Every subcommand of `yolo`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the version and the compiled-in devices.
-    Info,
+    // -- list 2: variants
+    /// Print the version and the devices this build supports.
+    Info(info::Args),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Info => {
-            println!("yolo {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        // -- list 3: dispatch
+        Command::Info(a) => info::run(a),
     }
 }

@@ -1,0 +1,45 @@
+//! The tensor operations the network is made of, behind one small surface so that fast CPU kernels
+//! (with their own backward) can replace candle's defaults without touching the model code.
+//!
+//! Every function here is differentiable and works on any device; CPU-only fast paths must fall back
+//! to candle's own ops on CUDA and Metal.
+
+use candle_core::{Result, Tensor};
+
+/// 2-D convolution without bias, NCHW input `x`, OIHW kernel `w`, symmetric zero `padding`.
+///
+/// keras-yolo3's stride-2 convs pad only top/left (`ZeroPadding2D(((1,0),(1,0)))`) and convolve
+/// 'valid'; on even input sizes that equals padding 1 on every side, since the extra bottom/right
+/// row and column are never read.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    x.conv2d(w, padding, stride, 1, 1)
+}
+
+/// Leaky ReLU `max(x, slope * x)` for `0 < slope < 1` (darknet and keras-yolo3 use 0.1).
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    x.maximum(&(x * slope)?)
+}
+
+/// Nearest-neighbour 2x upsampling of an NCHW tensor, built from reshape and broadcast so that its
+/// backward is a correct sum (candle 0.11's `upsample_nearest2d` backward overwrites gradients).
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h, 1, w, 1))?
+        .broadcast_as((n, c, h, 2, w, 2))?
+        .reshape((n, c, h * 2, w * 2))
+}
+
+/// Tiny YOLOv3's 2x2 stride-1 'same' max pool: the window at (i, j) covers rows i..i+2 and columns
+/// j..j+2; the bottom row and right column are padded, and the padding never wins the max
+/// (Keras pads max pools with -inf). candle 0.11 has no backward for kernel != stride.
+pub fn max_pool_2x2_s1_same(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    // Replicating the last row/column gives the same maxima as -inf padding.
+    let xr = Tensor::cat(&[x, &x.narrow(3, w - 1, 1)?], 3)?;
+    let xp = Tensor::cat(&[&xr, &xr.narrow(2, h - 1, 1)?], 2)?;
+    let a = xp.narrow(2, 0, h)?.narrow(3, 0, w)?;
+    let b = xp.narrow(2, 0, h)?.narrow(3, 1, w)?;
+    let c = xp.narrow(2, 1, h)?.narrow(3, 0, w)?;
+    let d = xp.narrow(2, 1, h)?.narrow(3, 1, w)?;
+    a.maximum(&b)?.maximum(&c.maximum(&d)?)
+}
