@@ -1,1 +1,32 @@
-//! yolo-data (work in progress).
+//! yolo-data: keras-yolo3's data side. Annotation lines (`path x_min,y_min,x_max,y_max,class ...`),
+//! classes and anchors files, dataset converters (Pascal VOC, COCO), k-means anchors, a synthetic
+//! dataset generator, and the image pipeline (`get_random_data`, `preprocess_true_boxes`, loaders).
+//!
+//! ```
+//! use std::path::Path;
+//! use yolo_data::{format_annotation_line, parse_annotation_line, Anchors};
+//!
+//! let a = parse_annotation_line("img/1.jpg 81,88,522,408,0", Path::new("train.txt"), 1)
+//!     .unwrap()
+//!     .unwrap();
+//! assert_eq!(a.boxes[0].x_max, 522.0);
+//! assert_eq!(format_annotation_line(&a), "img/1.jpg 81,88,522,408,0");
+//!
+//! let err = parse_annotation_line("img/1.jpg 3,4,x,9,0", Path::new("train.txt"), 12).unwrap_err();
+//! assert_eq!(err.to_string(), "train.txt:12: bad box token `3,4,x,9,0`: `x` is not a number");
+//!
+//! assert_eq!(Anchors::yolo_default().layer(0), vec![[116.0, 90.0], [156.0, 198.0], [373.0, 326.0]]);
+//! ```
+
+mod anchors;
+mod annotation;
+mod classes;
+mod error;
+
+pub use anchors::{parse_anchors, read_anchors, write_anchors, Anchors};
+pub use annotation::{
+    check_annotation, format_annotation_line, parse_annotation_line, parse_annotations,
+    read_annotations, write_annotations, Annotation, BoxLabel, MAX_BOXES_PER_LINE,
+};
+pub use classes::{parse_classes, read_classes, write_classes};
+pub use error::DataError;
