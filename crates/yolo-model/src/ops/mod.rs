@@ -4,20 +4,54 @@
 //! Every function here is differentiable and works on any device; CPU-only fast paths must fall back
 //! to candle's own ops on CUDA and Metal.
 
-use candle_core::{Result, Tensor};
+mod conv;
+mod gemm;
+mod leaky;
+mod storage;
+
+use candle_core::{DType, Result, Tensor};
+
+/// The custom CPU kernels handle contiguous-or-not f32 tensors on the CPU; everything else
+/// (CUDA, Metal, other dtypes) keeps candle's own ops.
+fn fast_cpu(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
 
 /// 2-D convolution without bias, NCHW input `x`, OIHW kernel `w`, symmetric zero `padding`.
 ///
 /// keras-yolo3's stride-2 convs pad only top/left (`ZeroPadding2D(((1,0),(1,0)))`) and convolve
 /// 'valid'; on even input sizes that equals padding 1 on every side, since the extra bottom/right
 /// row and column are never read.
+///
+/// On CPU f32 this is im2col + GEMM with a GEMM-based backward (see `conv.rs`); elsewhere it is
+/// candle's `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    x.conv2d(w, padding, stride, 1, 1)
+    if fast_cpu(x) && fast_cpu(w) {
+        x.contiguous()?.apply_op2(
+            &w.contiguous()?,
+            conv::Conv2dOp {
+                stride,
+                pad: padding,
+            },
+        )
+    } else {
+        x.conv2d(w, padding, stride, 1, 1)
+    }
 }
 
 /// Leaky ReLU `max(x, slope * x)` for `0 < slope < 1` (darknet and keras-yolo3 use 0.1).
+///
+/// The derivative at exactly 0 is `slope`, as in TensorFlow's `LeakyReLU` that keras-yolo3 trains
+/// with. On CPU f32 it is one fused pass forward and backward.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    x.maximum(&(x * slope)?)
+    if fast_cpu(x) {
+        x.contiguous()?.apply_op1(leaky::LeakyReluOp {
+            slope: slope as f32,
+        })
+    } else {
+        // Where x == 0 this gradient would be (1 + slope) / 2 instead of slope; measure zero.
+        x.maximum(&(x * slope)?)
+    }
 }
 
 /// Nearest-neighbour 2x upsampling of an NCHW tensor, built from reshape and broadcast so that its

@@ -1,0 +1,119 @@
+//! A safe, bounds-checked wrapper around the `gemm` crate's f32 matrix product (the same crate
+//! candle's CPU matmul uses), so the convolution kernels can multiply strided views of their buffers
+//! without copying them into contiguous matrices first.
+
+use candle_core::{bail, Result};
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows x cols` matrix stored contiguously.
+    pub fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns (so `cols` rows of the result).
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+
+    fn check(&self, rows: usize, cols: usize, what: &str) -> Result<()> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
+        if last >= self.data.len() {
+            bail!(
+                "sgemm: {what} view {rows}x{cols} (rs {}, cs {}) exceeds its buffer of {}",
+                self.rs,
+                self.cs,
+                self.data.len()
+            )
+        }
+        Ok(())
+    }
+}
+
+/// The number of threads the GEMM may use: rayon's pool size (both cores on the target machine).
+pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    // Tiny products are not worth waking the pool for.
+    if threads <= 1 || m * n * k < 32 * 32 * 32 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(threads)
+    }
+}
+
+/// `dst (m x n, row stride dst_rs) = [dst +] lhs (m x k) * rhs (k x n)`, accumulating into `dst`
+/// when `accumulate` is set and overwriting it otherwise.
+pub(crate) fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if (m - 1) * dst_rs + n > dst.len() || dst_rs < n {
+        bail!(
+            "sgemm: dst {m}x{n} (rs {dst_rs}) exceeds its buffer of {}",
+            dst.len()
+        )
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in 0..m {
+                dst[row * dst_rs..row * dst_rs + n].fill(0.0);
+            }
+        }
+        return Ok(());
+    }
+    lhs.check(m, k, "lhs")?;
+    rhs.check(k, n, "rhs")?;
+    // SAFETY: every index the product touches was bounds-checked above against the slices, and
+    // `dst` is borrowed mutably so it cannot alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_parallelism(m, n, k),
+        )
+    }
+    Ok(())
+}
