@@ -1,1 +1,30 @@
-//! yolo-eval (work in progress).
+//! yolo-eval: keras-yolo3's `yolo_eval` post-processing (decode, undo the letterbox, per-class
+//! non-max suppression), PASCAL VOC and COCO mean average precision, drawing of detections and
+//! precision-recall curves, and readers/writers for ground truth and COCO results files.
+//!
+//! ```
+//! use yolo_eval::{EvalImage, EvalSet, GroundTruth, MapReport, ScoredBox};
+//!
+//! let set = EvalSet {
+//!     classes: vec!["raccoon".into()],
+//!     images: vec![EvalImage { id: 1, file_name: "a.jpg".into(), width: 100, height: 100 }],
+//!     ground_truth: vec![GroundTruth::new(1, 0, 10.0, 10.0, 50.0, 60.0)],
+//!     detections: vec![ScoredBox {
+//!         image_id: 1, class_id: 0, x_min: 10.0, y_min: 10.0, x_max: 50.0, y_max: 60.0, score: 0.9,
+//!     }],
+//! };
+//! let report = MapReport::evaluate(&set);
+//! assert_eq!(report.voc.map_all_point, 1.0);
+//! ```
+
+pub mod coco;
+pub mod dataset;
+pub mod error;
+pub mod report;
+pub mod voc;
+
+pub use coco::{coco_evaluate, CocoClassResult, CocoResult};
+pub use dataset::{EvalImage, EvalSet, GroundTruth, ScoredBox};
+pub use error::{EvalError, Result};
+pub use report::MapReport;
+pub use voc::{voc_evaluate, VocClassResult, VocResult};
