@@ -1,1 +1,35 @@
-//! yolo-loss (work in progress).
+//! keras-yolo3's `yolo_head`, `box_iou` and `yolo_loss` on candle.
+//!
+//! The functions follow `yolo3/model.py` of qqwweee/keras-yolo3 formula for formula, with the
+//! numerically safe forms keras-yolo3 lacks (stable sigmoid cross-entropy, the size target's log
+//! guarded before it is taken). Raw network outputs are NCHW `(m, A*(5+C), gh, gw)`, channel
+//! `a*(5+C) + f`; everything returned to callers is in Keras layout `(m, gh, gw, A, k)`.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use yolo_loss::yolo_head;
+//!
+//! // One image, 3 anchors, 1 class, a 2x3 grid of an input 64 high and 96 wide.
+//! let raw = Tensor::zeros((1, 3 * 6, 2, 3), candle_core::DType::F32, &Device::Cpu)?;
+//! let head = yolo_head(&raw, &[[10., 13.], [16., 30.], [33., 23.]], 1, (64, 96))?;
+//! assert_eq!(head.box_xy.dims(), &[1, 2, 3, 3, 2]);
+//! // sigmoid(0) = 0.5: the first cell's centre is half a cell in: (0.5 / 3, 0.5 / 2).
+//! let xy = head.box_xy.flatten_all()?.to_vec1::<f32>()?;
+//! assert!((xy[0] - 0.5 / 3.0).abs() < 1e-7 && (xy[1] - 0.25).abs() < 1e-7);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod cpu;
+mod error;
+mod head;
+mod iou;
+mod layer;
+mod loss;
+mod tensor_loss;
+
+pub use config::{anchor_mask, LossConfig};
+pub use error::LossError;
+pub use head::{yolo_head, YoloHead};
+pub use iou::box_iou;
+pub use loss::{yolo_loss, yolo_loss_tensor_ops, LossParts, LossValues};

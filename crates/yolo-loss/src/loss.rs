@@ -1,0 +1,138 @@
+//! keras-yolo3's `yolo_loss` over all output layers, and its result types.
+
+use candle_core::Tensor;
+
+use crate::layer::layers;
+use crate::{cpu, tensor_loss, LossConfig, LossError};
+
+/// The loss and its parts, as tensors (differentiable with respect to the raw outputs).
+#[derive(Debug, Clone)]
+pub struct LossParts {
+    /// The total, a scalar: the sum of every component of every layer (what keras-yolo3 returns).
+    pub total: Tensor,
+    /// Per layer (layer 0 = stride 32), scalars already divided by the batch size.
+    pub xy: Vec<Tensor>,
+    pub wh: Vec<Tensor>,
+    pub confidence: Vec<Tensor>,
+    pub class: Vec<Tensor>,
+    /// Per layer `(m, gh, gw, A)`, detached: 1 where the no-object confidence term is kept.
+    pub ignore_mask: Vec<Tensor>,
+    /// Per layer `(m, gh, gw, A)`, detached: each prediction's best IoU with the true boxes of its
+    /// image in that layer, `-inf` when there is none.
+    pub best_iou: Vec<Tensor>,
+}
+
+/// [`LossParts`] as plain numbers, for logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossValues {
+    pub total: f32,
+    pub xy: Vec<f32>,
+    pub wh: Vec<f32>,
+    pub confidence: Vec<f32>,
+    pub class: Vec<f32>,
+}
+
+impl LossParts {
+    /// Copies the total and the components to the host in one transfer (stack, then `to_vec1`).
+    pub fn values(&self) -> Result<LossValues, LossError> {
+        let mut all = vec![self.total.clone()];
+        for part in [&self.xy, &self.wh, &self.confidence, &self.class] {
+            all.extend(part.iter().cloned());
+        }
+        let v: Vec<f32> = Tensor::stack(&all, 0)?.detach().to_vec1()?;
+        let n = self.xy.len();
+        let take = |i: usize| v[1 + i * n..1 + (i + 1) * n].to_vec();
+        Ok(LossValues {
+            total: v[0],
+            xy: take(0),
+            wh: take(1),
+            confidence: take(2),
+            class: take(3),
+        })
+    }
+}
+
+/// keras-yolo3's `yolo_loss`.
+///
+/// `outputs` are the raw NCHW outputs `(m, 3*(5+C), gh, gw)`, layer 0 the coarsest (stride 32);
+/// `y_true` the matching targets in Keras layout `(m, gh, gw, 3, 5+C)` (f32) as
+/// `preprocess_true_boxes` writes them; `anchors` all 9 (YOLOv3, 3 outputs) or 6 (tiny, 2
+/// outputs) anchors as (w, h) pixels. The input size is 32 x the first output's grid, as in
+/// keras-yolo3. Every component is summed over cells, anchors and channels and divided by m.
+///
+/// On the CPU a fused kernel with its own backward computes each layer
+/// ([`yolo_loss_tensor_ops`] gives the same numbers with plain candle ops); on other devices the
+/// tensor-op version runs on the inputs' device.
+pub fn yolo_loss(
+    outputs: &[Tensor],
+    y_true: &[Tensor],
+    anchors: &[[f32; 2]],
+    num_classes: usize,
+    cfg: &LossConfig,
+) -> Result<LossParts, LossError> {
+    let all_cpu = outputs.iter().chain(y_true).all(|t| t.device().is_cpu());
+    if !all_cpu {
+        return yolo_loss_tensor_ops(outputs, y_true, anchors, num_classes, cfg);
+    }
+    let layers = layers(outputs, y_true, anchors, num_classes)?;
+    let mut parts = empty(layers.len())?;
+    let mut comps = Vec::with_capacity(layers.len());
+    for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {
+        let (c, mask, best) = cpu::layer_loss(raw, yt, layer, cfg.ignore_thresh)?;
+        parts.xy.push(c.get(0)?);
+        parts.wh.push(c.get(1)?);
+        parts.confidence.push(c.get(2)?);
+        parts.class.push(c.get(3)?);
+        parts.ignore_mask.push(mask);
+        parts.best_iou.push(best);
+        comps.push(c);
+    }
+    parts.total = Tensor::cat(&comps, 0)?.sum_all()?;
+    Ok(parts)
+}
+
+/// [`yolo_loss`] written with candle tensor operations only: runs on any device and is
+/// differentiated by candle's autograd. The ignore mask is batched (one broadcast IoU per layer
+/// against the padded true boxes of each image); building the gather indices reads the layer's
+/// object mask to the host once per layer.
+pub fn yolo_loss_tensor_ops(
+    outputs: &[Tensor],
+    y_true: &[Tensor],
+    anchors: &[[f32; 2]],
+    num_classes: usize,
+    cfg: &LossConfig,
+) -> Result<LossParts, LossError> {
+    let layers = layers(outputs, y_true, anchors, num_classes)?;
+    let mut parts = empty(layers.len())?;
+    let mut terms = Vec::with_capacity(4 * layers.len());
+    for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {
+        let p = tensor_loss::layer_loss(raw, yt, layer, cfg.ignore_thresh)?;
+        terms.extend([
+            p.xy.clone(),
+            p.wh.clone(),
+            p.confidence.clone(),
+            p.class.clone(),
+        ]);
+        parts.xy.push(p.xy);
+        parts.wh.push(p.wh);
+        parts.confidence.push(p.confidence);
+        parts.class.push(p.class);
+        parts.ignore_mask.push(p.ignore_mask);
+        parts.best_iou.push(p.best_iou);
+    }
+    parts.total = Tensor::stack(&terms, 0)?.sum_all()?;
+    Ok(parts)
+}
+
+/// A `LossParts` with room for `n` layers; `total` is set by the caller.
+fn empty(n: usize) -> Result<LossParts, LossError> {
+    Ok(LossParts {
+        total: Tensor::new(0f32, &candle_core::Device::Cpu)?,
+        xy: Vec::with_capacity(n),
+        wh: Vec::with_capacity(n),
+        confidence: Vec::with_capacity(n),
+        class: Vec::with_capacity(n),
+        ignore_mask: Vec::with_capacity(n),
+        best_iou: Vec::with_capacity(n),
+    })
+}
