@@ -1,3 +1,54 @@
-//! yolo-model (work in progress).
+//! keras-yolo3's networks on candle: `yolo_body` (Darknet-53 + three-scale head) and
+//! `tiny_yolo_body`, with Keras-style BatchNorm, freezable parameter groups mirroring
+//! train_bottleneck.py's `freeze_body`, the bottleneck split, the L2 kernel penalty, darknet
+//! `.weights` import/export and safetensors checkpoints.
+//!
+//! Layout is NCHW; raw outputs are `(m, A*(5+C), gh, gw)`, index 0 = stride 32. Variable names are
+//! documented in [`architecture`].
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use yolo_model::{tiny_yolo_body, trainable_vars, FreezeBody, YoloConfig};
+//!
+//! let cfg = YoloConfig::tiny(3);
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let model = tiny_yolo_body(&cfg, vb)?;
+//! let x = Tensor::zeros((1, 3, 64, 96), DType::F32, &Device::Cpu)?;
+//! let outs = model.forward_t(&x, true, FreezeBody::AllButOutputs)?;
+//! assert_eq!(outs[0].dims(), &[1, 24, 2, 3]);
+//! assert_eq!(outs[1].dims(), &[1, 24, 4, 6]);
+//! // Only the two output convs (weight + bias each) train under freeze_body=2.
+//! assert_eq!(trainable_vars(&varmap, &cfg, FreezeBody::AllButOutputs).len(), 4);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
 
+pub mod architecture;
+pub mod batch_norm;
+pub mod checkpoint;
+pub mod config;
+pub mod conv_block;
+pub mod darknet;
+pub mod darknet_cfg;
+pub mod error;
+pub mod groups;
 pub mod ops;
+pub mod yolo_body;
+
+pub use architecture::{conv_table, flops, ConvSpec};
+pub use batch_norm::{KerasBatchNorm, BN_EPSILON, BN_MOMENTUM};
+pub use checkpoint::{load_checkpoint_partial, save_checkpoint, LoadReport};
+pub use config::{FreezeBody, Variant, YoloConfig};
+pub use conv_block::{ConvBnLeaky, OutputConv, LEAKY_SLOPE};
+pub use darknet::{load_darknet_weights, save_darknet_weights, DarknetHeader};
+pub use darknet_cfg::{
+    cfg_convs, check_cfg_matches, darknet_cfg, load_darknet_weights_with_cfg, parse_cfg, CfgConv,
+    CfgSection, SectionKind,
+};
+pub use error::ModelError;
+pub use groups::{
+    group_of, is_bn_running_stat, is_conv_kernel, is_output_conv, l2_penalty, trainable_vars,
+    ParamGroup,
+};
+pub use yolo_body::{tiny_yolo_body, yolo_body, YoloBody};

@@ -1,0 +1,133 @@
+//! BatchNormalization as Keras defines it (epsilon 1e-3, momentum 0.99), NCHW, per channel.
+//!
+//! * Inference: `gamma * (x - moving_mean) / sqrt(moving_var + eps) + beta`.
+//! * Training: normalises with the batch mean and the *biased* batch variance (as Keras/TF do),
+//!   gradients flow through the batch statistics, and the moving statistics are updated in place:
+//!   `moving = 0.99 * moving + 0.01 * batch_stat` (candle's own `BatchNorm` would call this
+//!   momentum 0.01).
+//! * The variance that enters the moving average is Keras 2.1.5's: the biased batch variance times
+//!   `n / (n - (1 + eps))` with `n = batch * height * width` (Keras 2.1.x's "sample variance"
+//!   correction; tf.keras / TF2 use the biased variance here, candle uses `n / (n - 1)`). For the
+//!   feature-map sizes YOLO trains on, the three differ by less than 1e-4 relative.
+//!
+//! The moving statistics are [`Var`]s in the `VarMap` (named `running_mean` / `running_var`, the
+//! candle-nn names) so that checkpoints carry them; they are updated only through `Var::set` and
+//! must never be handed to an optimizer (see [`crate::trainable_vars`]).
+
+use candle_core::{DType, Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+
+/// Keras' default BatchNormalization epsilon.
+pub const BN_EPSILON: f64 = 1e-3;
+/// Keras' default BatchNormalization momentum (weight of the old moving value).
+pub const BN_MOMENTUM: f64 = 0.99;
+
+/// Keras-style batch normalisation over the channel axis of an NCHW tensor.
+#[derive(Debug, Clone)]
+pub struct KerasBatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl KerasBatchNorm {
+    /// Fetches `weight` (gamma, init 1), `bias` (beta, init 0), `running_mean` (init 0) and
+    /// `running_var` (init 1) of `channels` features from `vb`.
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let gamma = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let beta = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        Ok(Self {
+            gamma,
+            beta,
+            // Shares storage with the VarMap's var when `vb` is backed by a VarMap; otherwise
+            // (e.g. mmapped safetensors) this is a private copy.
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps: BN_EPSILON,
+            momentum: BN_MOMENTUM,
+        })
+    }
+
+    fn channel_view(t: &Tensor) -> Result<Tensor> {
+        t.reshape((1, (), 1, 1))
+    }
+
+    /// Inference mode: normalise with the moving statistics (which receive no gradient).
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let inv_std = (self.running_var.as_detached_tensor() + self.eps)?
+            .sqrt()?
+            .recip()?;
+        let scale = (&self.gamma * &inv_std)?;
+        let shift = (&self.beta - (self.running_mean.as_detached_tensor() * &scale)?)?;
+        x.broadcast_mul(&Self::channel_view(&scale.to_dtype(dtype)?)?)?
+            .broadcast_add(&Self::channel_view(&shift.to_dtype(dtype)?)?)
+    }
+
+    /// Training mode: batch statistics, and an in-place update of the moving statistics.
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let count = n * h * w;
+        if count < 2 {
+            candle_core::bail!(
+                "batch norm in training mode needs more than one value per channel, got input {:?}",
+                x.shape()
+            );
+        }
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        // Per-channel mean over (n, h, w): move channels first, flatten the rest.
+        let flat = xf.transpose(0, 1)?.reshape((c, count))?;
+        let mean = flat.mean_keepdim(D::Minus1)?; // (c, 1)
+        let centred = flat.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?; // biased, (c, 1)
+        let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
+        let gamma = self.gamma.to_dtype(DType::F32)?.reshape((c, 1))?;
+        let beta = self.beta.to_dtype(DType::F32)?.reshape((c, 1))?;
+        let y = centred
+            .broadcast_mul(&(inv_std.broadcast_mul(&gamma)?))?
+            .broadcast_add(&beta)?;
+        let y = y
+            .reshape((c, n, h, w))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .to_dtype(dtype)?;
+
+        // Moving averages, outside the gradient graph.
+        let m = self.momentum;
+        let batch_mean = mean.detach().flatten_all()?;
+        let correction = count as f64 / (count as f64 - (1.0 + self.eps));
+        let batch_var = (var.detach().flatten_all()? * correction)?;
+        let rm = self.running_mean.as_detached_tensor();
+        let rv = self.running_var.as_detached_tensor();
+        let new_mean = ((rm.to_dtype(DType::F32)? * m)? + (batch_mean * (1.0 - m))?)?;
+        let new_var = ((rv.to_dtype(DType::F32)? * m)? + (batch_var * (1.0 - m))?)?;
+        self.running_mean.set(&new_mean.to_dtype(rm.dtype())?)?;
+        self.running_var.set(&new_var.to_dtype(rv.dtype())?)?;
+        Ok(y)
+    }
+
+    /// Training mode when `train`, inference mode otherwise.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.forward_train(x)
+        } else {
+            self.forward_eval(x)
+        }
+    }
+
+    /// The moving mean (for tests and inspection).
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// The moving variance (for tests and inspection).
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+}

@@ -1,0 +1,121 @@
+//! Model configuration: which network, how many classes and anchors, and which prefix is frozen.
+
+use serde::{Deserialize, Serialize};
+
+/// Which keras-yolo3 network to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// `yolo_body`: Darknet-53 plus the three-scale head (strides 32, 16, 8).
+    YoloV3,
+    /// `tiny_yolo_body`: the 13-conv tiny network with two scales (strides 32, 16).
+    Tiny,
+}
+
+/// Network shape: variant, class count and anchors per output layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct YoloConfig {
+    /// Which network.
+    pub variant: Variant,
+    /// Number of object classes (80 for COCO).
+    pub num_classes: usize,
+    /// Anchors per output layer (keras-yolo3 always uses 3: 9 anchors / 3 layers, 6 / 2 for tiny).
+    pub num_anchors: usize,
+}
+
+impl YoloConfig {
+    /// YOLOv3 (`yolo_body`) with 3 anchors per layer.
+    pub fn v3(num_classes: usize) -> Self {
+        Self {
+            variant: Variant::YoloV3,
+            num_classes,
+            num_anchors: 3,
+        }
+    }
+
+    /// Tiny YOLOv3 (`tiny_yolo_body`) with 3 anchors per layer.
+    pub fn tiny(num_classes: usize) -> Self {
+        Self {
+            variant: Variant::Tiny,
+            num_classes,
+            num_anchors: 3,
+        }
+    }
+
+    /// Channels of every raw output map: `num_anchors * (5 + num_classes)`.
+    pub fn out_channels(&self) -> usize {
+        self.num_anchors * (5 + self.num_classes)
+    }
+
+    /// Number of output layers (3 for YOLOv3, 2 for tiny).
+    pub fn num_layers(&self) -> usize {
+        match self.variant {
+            Variant::YoloV3 => 3,
+            Variant::Tiny => 2,
+        }
+    }
+
+    /// Channels of the bottleneck features feeding the output convs, index 0 = stride 32.
+    pub fn bottleneck_channels(&self) -> Vec<usize> {
+        match self.variant {
+            Variant::YoloV3 => vec![1024, 512, 256],
+            Variant::Tiny => vec![512, 256],
+        }
+    }
+
+    /// Output strides, index 0 first (32, 16, then 8 for YOLOv3).
+    pub fn strides(&self) -> Vec<usize> {
+        match self.variant {
+            Variant::YoloV3 => vec![32, 16, 8],
+            Variant::Tiny => vec![32, 16],
+        }
+    }
+
+    /// Short description for messages, e.g. `yolov3 (80 classes, 3 anchors/layer)`.
+    pub fn describe(&self) -> String {
+        let v = match self.variant {
+            Variant::YoloV3 => "yolov3",
+            Variant::Tiny => "yolov3-tiny",
+        };
+        format!(
+            "{v} ({} classes, {} anchors/layer)",
+            self.num_classes, self.num_anchors
+        )
+    }
+}
+
+/// keras-yolo3's `freeze_body` argument: how much of the network is frozen.
+///
+/// * `None` (0): everything trains.
+/// * `Body` (1): the backbone is frozen: Darknet-53 for YOLOv3 (Keras layers `0..185`), the first
+///   five conv blocks for tiny (layers `0..20`).
+/// * `AllButOutputs` (2): everything except the output convs is frozen (layers `0..len-3`, or
+///   `0..len-2` for tiny); this is train_bottleneck.py's setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum FreezeBody {
+    /// Nothing frozen.
+    None = 0,
+    /// The backbone frozen.
+    Body = 1,
+    /// All but the output convs frozen.
+    AllButOutputs = 2,
+}
+
+impl FreezeBody {
+    /// From keras-yolo3's integer level (0, 1 or 2); `None` for any other value.
+    pub fn from_level(level: u8) -> Option<Self> {
+        match level {
+            0 => Some(FreezeBody::None),
+            1 => Some(FreezeBody::Body),
+            2 => Some(FreezeBody::AllButOutputs),
+            _ => None,
+        }
+    }
+
+    /// The keras-yolo3 integer level.
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+}

@@ -1,0 +1,273 @@
+//! Darknet `.weights` import and export.
+//!
+//! File layout: an int32 header `major, minor, revision`, then `seen` (images seen in training) as
+//! an int64 when `major * 10 + minor >= 2` (and both are below 1000), else as an int32; then
+//! float32 values, per convolution in cfg order ([`crate::conv_table`]):
+//! with BatchNorm `beta, gamma, moving mean, moving variance` (each `filters` long), without
+//! (the output convs) `bias`; then the kernel in `(filters, c_in, k, k)` order, which is candle's
+//! OIHW layout (keras-yolo3's `convert.py` transposes it to Keras' `(k, k, c_in, filters)`).
+//!
+//! A file may also stop at a conv boundary before the end (e.g. `darknet53.conv.74`, which holds
+//! exactly the 52 Darknet-53 convs): the covered convs are loaded and the rest reported as
+//! missing. A file that ends inside a conv, or is longer than the model, is an error that states
+//! the expected and found float counts.
+
+use std::path::Path;
+
+use candle_core::{Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::architecture::{conv_table, ConvSpec};
+use crate::checkpoint::{write_atomic, write_bytes, LoadReport};
+use crate::config::YoloConfig;
+use crate::error::ModelError;
+
+/// The header of a darknet `.weights` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DarknetHeader {
+    /// Format major version.
+    pub major: i32,
+    /// Format minor version.
+    pub minor: i32,
+    /// Format revision.
+    pub revision: i32,
+    /// Images seen during training.
+    pub seen: u64,
+}
+
+impl DarknetHeader {
+    /// Whether `seen` is stored as an int64 (`major * 10 + minor >= 2`, both below 1000).
+    pub fn seen_is_i64(&self) -> bool {
+        self.major * 10 + self.minor >= 2 && self.major < 1000 && self.minor < 1000
+    }
+
+    /// Header size in bytes: 20 with an int64 `seen`, 16 otherwise.
+    pub fn len_bytes(&self) -> usize {
+        if self.seen_is_i64() {
+            20
+        } else {
+            16
+        }
+    }
+
+    /// Reads the header at the start of `bytes` (`path` names the file in errors).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, ModelError> {
+        let int = |i: usize| -> Option<i32> {
+            let b = bytes.get(4 * i..4 * i + 4)?;
+            Some(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let too_short = || {
+            ModelError::format(
+                path,
+                format!(
+                    "{} bytes is too short for a darknet weights header",
+                    bytes.len()
+                ),
+            )
+        };
+        let (major, minor, revision) = match (int(0), int(1), int(2)) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => return Err(too_short()),
+        };
+        if major < 0 || minor < 0 {
+            return Err(ModelError::format(
+                path,
+                format!("bad darknet header: version {major}.{minor}.{revision}"),
+            ));
+        }
+        let mut h = DarknetHeader {
+            major,
+            minor,
+            revision,
+            seen: 0,
+        };
+        h.seen = if h.seen_is_i64() {
+            let b = bytes.get(12..20).ok_or_else(too_short)?;
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        } else {
+            int(3).ok_or_else(too_short)? as u32 as u64
+        };
+        Ok(h)
+    }
+
+    /// The header bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(20);
+        v.extend_from_slice(&self.major.to_le_bytes());
+        v.extend_from_slice(&self.minor.to_le_bytes());
+        v.extend_from_slice(&self.revision.to_le_bytes());
+        if self.seen_is_i64() {
+            v.extend_from_slice(&self.seen.to_le_bytes());
+        } else {
+            v.extend_from_slice(&(self.seen as u32).to_le_bytes());
+        }
+        v
+    }
+}
+
+/// The variables of one conv in darknet file order, with their shapes.
+fn darknet_vars(spec: &ConvSpec) -> Vec<(String, Vec<usize>)> {
+    let n = &spec.name;
+    let f = spec.filters;
+    let kernel = vec![f, spec.c_in, spec.size, spec.size];
+    if spec.batch_norm {
+        vec![
+            (format!("{n}.bn.bias"), vec![f]),
+            (format!("{n}.bn.weight"), vec![f]),
+            (format!("{n}.bn.running_mean"), vec![f]),
+            (format!("{n}.bn.running_var"), vec![f]),
+            (format!("{n}.conv.weight"), kernel),
+        ]
+    } else {
+        vec![
+            (format!("{n}.bias"), vec![f]),
+            (format!("{n}.weight"), kernel),
+        ]
+    }
+}
+
+fn lookup<'a>(
+    data: &'a std::collections::HashMap<String, Var>,
+    name: &str,
+    shape: &[usize],
+    path: &Path,
+) -> Result<&'a Var, ModelError> {
+    let var = data.get(name).ok_or_else(|| {
+        ModelError::format(
+            path,
+            format!("the VarMap has no variable {name}: build the model on this VarMap first"),
+        )
+    })?;
+    if var.dims() != shape {
+        return Err(ModelError::format(
+            path,
+            format!(
+                "variable {name} has shape {:?} but the darknet layout needs {shape:?}; \
+                 was the model built with another configuration?",
+                var.dims()
+            ),
+        ));
+    }
+    Ok(var)
+}
+
+/// Loads a darknet `.weights` file into the variables of the model `cfg` describes (the model must
+/// have been built on `varmap`). Full files (`yolov3.weights`, `yolov3-tiny.weights`) and files
+/// that stop at a conv boundary (`darknet53.conv.74`) are accepted; the report lists the covered
+/// variables as loaded and the rest as missing.
+pub fn load_darknet_weights(
+    varmap: &VarMap,
+    cfg: &YoloConfig,
+    weights_path: &Path,
+) -> Result<LoadReport, ModelError> {
+    let bytes = std::fs::read(weights_path).map_err(|e| ModelError::io(weights_path, e))?;
+    let header = DarknetHeader::parse(&bytes, weights_path)?;
+    let hb = header.len_bytes();
+    let body = &bytes[hb.min(bytes.len())..];
+    let found = body.len() / 4;
+    let table = conv_table(cfg);
+    let expected: usize = table.iter().map(|c| c.darknet_floats()).sum();
+    let size_error = |detail: String| ModelError::WeightsSize {
+        path: weights_path.to_path_buf(),
+        header_bytes: hb,
+        expected,
+        found,
+        model: cfg.describe(),
+        detail,
+    };
+    if body.len() % 4 != 0 {
+        return Err(size_error(format!(
+            " (plus {} stray bytes: not a float32 weights file?)",
+            body.len() % 4
+        )));
+    }
+    if found > expected {
+        return Err(size_error(format!(
+            "; the file is {} floats too long (another class count or network?)",
+            found - expected
+        )));
+    }
+    // Number of convs the file covers; it must end exactly at a conv boundary.
+    let mut covered = 0;
+    let mut offset = 0;
+    for spec in &table {
+        if offset == found {
+            break;
+        }
+        let next = offset + spec.darknet_floats();
+        if next > found {
+            return Err(size_error(format!(
+                "; the file ends inside darknet conv {covered} ({}), which spans floats \
+                 {offset}..{next}; a partial file must end at a conv boundary \
+                 (e.g. {offset} floats for convs 0..{covered})",
+                spec.name
+            )));
+        }
+        offset = next;
+        covered += 1;
+    }
+    if covered == 0 {
+        return Err(size_error("; the file holds no weights".into()));
+    }
+
+    let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    let mut report = LoadReport::default();
+    let mut pos = 0usize;
+    for spec in &table[..covered] {
+        for (name, shape) in darknet_vars(spec) {
+            let var = lookup(&data, &name, &shape, weights_path)?;
+            let len: usize = shape.iter().product();
+            let values: Vec<f32> = body[4 * pos..4 * (pos + len)]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            pos += len;
+            let t = Tensor::from_vec(values, shape, var.device())?.to_dtype(var.dtype())?;
+            var.set(&t)?;
+            report.loaded.push(name);
+        }
+    }
+    report.missing = data
+        .keys()
+        .filter(|k| !report.loaded.contains(k))
+        .cloned()
+        .collect();
+    report.sort();
+    Ok(report)
+}
+
+/// Writes the model `cfg` describes (built on `varmap`) as a darknet `.weights` file (version
+/// 0.2.0, `seen` = 0 as an int64), atomically.
+pub fn save_darknet_weights(
+    varmap: &VarMap,
+    cfg: &YoloConfig,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let header = DarknetHeader {
+        major: 0,
+        minor: 2,
+        revision: 0,
+        seen: 0,
+    };
+    let table = conv_table(cfg);
+    let expected: usize = table.iter().map(|c| c.darknet_floats()).sum();
+    let mut bytes = header.to_bytes();
+    bytes.reserve(4 * expected);
+    {
+        let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        for spec in &table {
+            for (name, shape) in darknet_vars(spec) {
+                let var = lookup(&data, &name, &shape, path)?;
+                let values = var
+                    .as_tensor()
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                for v in values {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+    write_atomic(path, |tmp| write_bytes(tmp, &bytes))
+}

@@ -1,0 +1,79 @@
+//! The crate's error type: every failure names the file (and where it helps the position and the
+//! values involved) so that a user with a wrong weights file can tell what is wrong with it.
+
+use std::path::PathBuf;
+
+/// Errors of weight import/export, checkpoints and cfg parsing.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A tensor operation failed (shape bug, device error).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A darknet `.weights` file does not hold the number of floats the model needs.
+    #[error(
+        "{}: darknet weights hold {found} floats after the {header_bytes}-byte header, \
+         expected {expected} for {model}{detail}",
+        path.display()
+    )]
+    WeightsSize {
+        /// The weights file.
+        path: PathBuf,
+        /// Header size in bytes (20 when `seen` is an int64, 16 otherwise).
+        header_bytes: usize,
+        /// Floats the full model needs.
+        expected: usize,
+        /// Floats found after the header.
+        found: usize,
+        /// The model description (variant and class count).
+        model: String,
+        /// Extra context (where the file ends).
+        detail: String,
+    },
+
+    /// A file has the wrong format (bad header, unreadable safetensors, ...).
+    #[error("{}: {msg}", path.display())]
+    Format {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+
+    /// A darknet `.cfg` file could not be parsed or does not describe this model.
+    #[error("{}:{line}: {msg}", path.display())]
+    Cfg {
+        /// The cfg file (or `<embedded>` for generated text).
+        path: PathBuf,
+        /// 1-based line number (0 when the problem is not tied to one line).
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+impl ModelError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(path: &std::path::Path, msg: impl Into<String>) -> Self {
+        ModelError::Format {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+}
