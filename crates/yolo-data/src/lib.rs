@@ -20,13 +20,27 @@
 
 mod anchors;
 mod annotation;
+mod augment;
 mod classes;
 mod error;
+mod image_io;
+mod input_shape;
+mod letterbox;
+mod loader;
+mod resize;
+mod true_boxes;
 
 pub use anchors::{parse_anchors, read_anchors, write_anchors, Anchors};
 pub use annotation::{
     check_annotation, format_annotation_line, parse_annotation_line, parse_annotations,
     read_annotations, write_annotations, Annotation, BoxLabel, MAX_BOXES_PER_LINE,
 };
+pub use augment::{augment_with_params, get_random_data, AugmentConfig, AugmentParams, Sample};
 pub use classes::{parse_classes, read_classes, write_classes};
 pub use error::DataError;
+pub use image_io::{decode_rgb, load_rgb};
+pub use input_shape::InputShape;
+pub use letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
+pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
+pub use resize::{resize_bicubic, resize_bicubic_region, Window};
+pub use true_boxes::{preprocess_true_boxes, YTrue};

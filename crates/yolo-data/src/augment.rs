@@ -1,0 +1,454 @@
+//! keras-yolo3's `get_random_data`: the training-time augmentation (`random = true`) and the
+//! deterministic letterbox (`random = false`), returning a CHW f32 image in `[0, 1]` and the boxes
+//! in input pixels.
+//!
+//! The random path follows keras-yolo3's order of operations and of random draws exactly (aspect
+//! jitter, scale, placement, flip, hue, saturation, value, then the box shuffle), with two speed
+//! changes that do not alter the result: only the part of the resized image that lands on the
+//! canvas is computed (with the bit-exact Pillow BICUBIC port of [`crate::resize`]), and the
+//! flip is applied while writing the output instead of as a separate pass. The HSV distortion is
+//! computed in f32 (keras-yolo3 uses matplotlib in f64); the grey canvas, a constant, is
+//! converted once.
+
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::annotation::BoxLabel;
+use crate::input_shape::InputShape;
+use crate::letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
+use crate::resize::{resize_bicubic_region, Window};
+
+/// Augmentation settings, defaults equal to keras-yolo3's `get_random_data` arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AugmentConfig {
+    /// Aspect-ratio jitter: the aspect is multiplied by `U(1-j, 1+j) / U(1-j, 1+j)`.
+    pub jitter: f64,
+    /// Hue shift range, `U(-hue, hue)` (hue in `[0, 1)`).
+    pub hue: f64,
+    /// Saturation factor `U(1, sat)` or its inverse, with probability 1/2 each.
+    pub sat: f64,
+    /// Value factor `U(1, val)` or its inverse, with probability 1/2 each.
+    pub val: f64,
+    /// At most this many boxes are kept per image.
+    pub max_boxes: usize,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            jitter: 0.3,
+            hue: 0.1,
+            sat: 1.5,
+            val: 1.5,
+            max_boxes: 20,
+        }
+    }
+}
+
+/// One preprocessed image: what `get_random_data` returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The image, planar `(3, h, w)` (CHW), values in `[0, 1]`.
+    pub image: Vec<f32>,
+    /// Boxes in input pixels (at most `max_boxes`), without keras-yolo3's zero padding rows.
+    pub boxes: Vec<BoxLabel>,
+}
+
+/// The random draws of one augmentation, in keras-yolo3's order. Exposed so tests can fix them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AugmentParams {
+    /// Resized width of the image on the canvas.
+    pub nw: usize,
+    /// Resized height.
+    pub nh: usize,
+    /// Paste column (may be negative: the image then starts left of the canvas).
+    pub dx: i64,
+    /// Paste row (may be negative).
+    pub dy: i64,
+    /// Whether the canvas is mirrored left-right.
+    pub flip: bool,
+    /// Hue shift.
+    pub hue: f32,
+    /// Saturation factor.
+    pub sat: f32,
+    /// Value factor.
+    pub val: f32,
+}
+
+/// keras-yolo3's `rand(a, b)`.
+fn rand_range(rng: &mut impl Rng, a: f64, b: f64) -> f64 {
+    rng.random::<f64>() * (b - a) + a
+}
+
+impl AugmentParams {
+    /// Draws the parameters as keras-yolo3 does, in the same order. Sizes are at least 1 pixel
+    /// (keras-yolo3 would hand Pillow a zero size, which it refuses, for extreme draws).
+    pub fn sample(rng: &mut impl Rng, input: InputShape, cfg: &AugmentConfig) -> Self {
+        let (w, h) = (input.w as f64, input.h as f64);
+        let j = cfg.jitter;
+        let a1 = rand_range(rng, 1.0 - j, 1.0 + j);
+        let a2 = rand_range(rng, 1.0 - j, 1.0 + j);
+        let new_ar = w / h * a1 / a2;
+        let scale = rand_range(rng, 0.25, 2.0);
+        let (nw, nh) = if new_ar < 1.0 {
+            let nh = ((scale * h) as usize).max(1);
+            (((nh as f64 * new_ar) as usize).max(1), nh)
+        } else {
+            let nw = ((scale * w) as usize).max(1);
+            (nw, ((nw as f64 / new_ar) as usize).max(1))
+        };
+        // int() truncates toward zero, also for the negative offsets of images larger than the canvas.
+        let dx = rand_range(rng, 0.0, w - nw as f64) as i64;
+        let dy = rand_range(rng, 0.0, h - nh as f64) as i64;
+        let flip = rng.random::<f64>() < 0.5;
+        let hue = rand_range(rng, -cfg.hue, cfg.hue);
+        let sat = if rng.random::<f64>() < 0.5 {
+            rand_range(rng, 1.0, cfg.sat)
+        } else {
+            1.0 / rand_range(rng, 1.0, cfg.sat)
+        };
+        let val = if rng.random::<f64>() < 0.5 {
+            rand_range(rng, 1.0, cfg.val)
+        } else {
+            1.0 / rand_range(rng, 1.0, cfg.val)
+        };
+        Self {
+            nw,
+            nh,
+            dx,
+            dy,
+            flip,
+            hue: hue as f32,
+            sat: sat as f32,
+            val: val as f32,
+        }
+    }
+}
+
+/// keras-yolo3's `get_random_data` on a decoded image.
+///
+/// `random = false`: letterbox (bit-exact Pillow BICUBIC, grey 128), boxes shuffled, truncated to
+/// `max_boxes`, mapped with `int(v * scale + offset)` and not clipped.
+/// `random = true`: see [`augment_with_params`]; draws come from `rng` in keras-yolo3's order.
+pub fn get_random_data(
+    image: &RgbImage,
+    boxes: &[BoxLabel],
+    input: InputShape,
+    random: bool,
+    cfg: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> Sample {
+    if !random {
+        let p = LetterboxParams::new(image.width() as usize, image.height() as usize, input);
+        let mut b = boxes.to_vec();
+        b.shuffle(rng);
+        b.truncate(cfg.max_boxes);
+        return Sample {
+            image: to_chw_unit(&letterbox_image(image, input)),
+            boxes: b.iter().map(|b| p.map_box(b)).collect(),
+        };
+    }
+    let params = AugmentParams::sample(rng, input, cfg);
+    let mut b = boxes.to_vec();
+    b.shuffle(rng);
+    augment_with_params(image, &b, input, &params, cfg.max_boxes)
+}
+
+/// The random path of `get_random_data` with fixed draws (boxes are not shuffled here): resize to
+/// `nw x nh`, paste at `(dx, dy)` on grey, mirror if `flip`, HSV distortion clamped to `[0, 1]`;
+/// boxes mapped with `int(v * n / i + d)`, mirrored, clipped to the canvas, dropped when their
+/// width or height is `<= 1`, then at most `max_boxes` kept.
+pub fn augment_with_params(
+    image: &RgbImage,
+    boxes: &[BoxLabel],
+    input: InputShape,
+    p: &AugmentParams,
+    max_boxes: usize,
+) -> Sample {
+    let (w, h) = (input.w, input.h);
+    let (iw, ih) = (image.width() as usize, image.height() as usize);
+    let hsv = Hsv::new(p.hue, p.sat, p.val);
+
+    // Canvas, pre-filled with the distorted grey.
+    let grey = hsv.apply(GREY, GREY, GREY);
+    let plane = w * h;
+    let mut out = vec![0f32; 3 * plane];
+    for (c, chunk) in out.chunks_exact_mut(plane).enumerate() {
+        chunk.fill(grey[c]);
+    }
+
+    // The visible part of the resized image, in resized pixels.
+    let win = Window {
+        x0: (-p.dx).max(0) as usize,
+        y0: (-p.dy).max(0) as usize,
+        x1: (w as i64 - p.dx).clamp(0, p.nw as i64) as usize,
+        y1: (h as i64 - p.dy).clamp(0, p.nh as i64) as usize,
+    };
+    if win.x1 > win.x0 && win.y1 > win.y0 {
+        let part = resize_bicubic_region(image, p.nw, p.nh, win);
+        let pw = win.x1 - win.x0;
+        let (r_plane, rest) = out.split_at_mut(plane);
+        let (g_plane, b_plane) = rest.split_at_mut(plane);
+        for (ry, row) in part.as_raw().chunks_exact(pw * 3).enumerate() {
+            let cy = (p.dy + (win.y0 + ry) as i64) as usize;
+            let cx0 = (p.dx + win.x0 as i64) as usize;
+            let base = cy * w;
+            for (rx, px) in row.chunks_exact(3).enumerate() {
+                let cx = cx0 + rx;
+                let cx = if p.flip { w - 1 - cx } else { cx };
+                let v = hsv.apply(px[0], px[1], px[2]);
+                r_plane[base + cx] = v[0];
+                g_plane[base + cx] = v[1];
+                b_plane[base + cx] = v[2];
+            }
+        }
+    }
+
+    let (wf, hf) = (w as f64, h as f64);
+    let mut kept = Vec::with_capacity(boxes.len().min(max_boxes));
+    for b in boxes {
+        let mx = |v: f32| (v as f64 * p.nw as f64 / iw as f64 + p.dx as f64).trunc();
+        let my = |v: f32| (v as f64 * p.nh as f64 / ih as f64 + p.dy as f64).trunc();
+        let (mut x0, mut y0, mut x1, mut y1) = (mx(b.x_min), my(b.y_min), mx(b.x_max), my(b.y_max));
+        if p.flip {
+            (x0, x1) = (wf - x1, wf - x0);
+        }
+        // keras-yolo3 clips the minima at 0 and the maxima at the canvas size only.
+        x0 = x0.max(0.0);
+        y0 = y0.max(0.0);
+        x1 = x1.min(wf);
+        y1 = y1.min(hf);
+        if x1 - x0 > 1.0 && y1 - y0 > 1.0 {
+            kept.push(BoxLabel {
+                x_min: x0 as f32,
+                y_min: y0 as f32,
+                x_max: x1 as f32,
+                y_max: y1 as f32,
+                class: b.class,
+            });
+        }
+    }
+    kept.truncate(max_boxes);
+    Sample {
+        image: out,
+        boxes: kept,
+    }
+}
+
+/// matplotlib's `rgb_to_hsv` / `hsv_to_rgb` round trip with keras-yolo3's distortion in between,
+/// in f32.
+#[derive(Clone, Copy, Debug)]
+struct Hsv {
+    hue: f32,
+    sat: f32,
+    val: f32,
+}
+
+impl Hsv {
+    fn new(hue: f32, sat: f32, val: f32) -> Self {
+        Self { hue, sat, val }
+    }
+
+    #[inline(always)]
+    fn apply(&self, r: u8, g: u8, b: u8) -> [f32; 3] {
+        const INV255: f32 = 1.0 / 255.0;
+        let (r, g, b) = (r as f32 * INV255, g as f32 * INV255, b as f32 * INV255);
+        let v = r.max(g).max(b);
+        let delta = v - r.min(g).min(b);
+        let s = if v > 0.0 { delta / v } else { 0.0 };
+        let mut h = 0.0f32;
+        if delta > 0.0 {
+            // matplotlib assigns r, then g, then b cases, so the last matching maximum wins.
+            h = if b == v {
+                4.0 + (r - g) / delta
+            } else if g == v {
+                2.0 + (b - r) / delta
+            } else {
+                (g - b) / delta
+            };
+            h = (h / 6.0).rem_euclid(1.0);
+        }
+        // keras-yolo3: add the hue shift and wrap once, scale s and v, clamp everything to [0, 1].
+        h += self.hue;
+        if h > 1.0 {
+            h -= 1.0;
+        }
+        if h < 0.0 {
+            h += 1.0;
+        }
+        let h = h.clamp(0.0, 1.0);
+        let s = (s * self.sat).clamp(0.0, 1.0);
+        let v = (v * self.val).clamp(0.0, 1.0);
+        if s == 0.0 {
+            return [v, v, v];
+        }
+        let h6 = h * 6.0;
+        let i = h6.floor();
+        let f = h6 - i;
+        let p = v * (1.0 - s);
+        let q = v * (1.0 - s * f);
+        let t = v * (1.0 - s * (1.0 - f));
+        match (i as i32).rem_euclid(6) {
+            0 => [v, t, p],
+            1 => [q, v, p],
+            2 => [p, v, t],
+            3 => [p, q, v],
+            4 => [t, p, v],
+            _ => [v, p, q],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_distortion_keeps_colours() {
+        let hsv = Hsv::new(0.0, 1.0, 1.0);
+        for (r, g, b) in [
+            (0, 0, 0),
+            (255, 255, 255),
+            (10, 200, 30),
+            (255, 0, 128),
+            (3, 3, 250),
+            (128, 128, 128),
+        ] {
+            let out = hsv.apply(r, g, b);
+            for (o, e) in out.iter().zip([r, g, b]) {
+                assert!((o * 255.0 - e as f32).abs() < 1e-3, "{r},{g},{b}: {out:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn hue_shift_by_one_third_rotates_channels() {
+        // Pure red shifted by 1/3 of the hue circle is pure green; value halving halves it.
+        let out = Hsv::new(1.0 / 3.0, 1.0, 0.5).apply(255, 0, 0);
+        assert!(
+            (out[0]).abs() < 1e-6 && (out[1] - 0.5).abs() < 1e-6 && out[2].abs() < 1e-6,
+            "{out:?}"
+        );
+        // Saturation 0 gives grey at the value.
+        let out = Hsv::new(0.0, 0.0, 1.0).apply(200, 100, 0);
+        assert!(
+            out.iter().all(|&v| (v - 200.0 / 255.0).abs() < 1e-6),
+            "{out:?}"
+        );
+        // Value above 1 is clamped.
+        let out = Hsv::new(0.0, 1.0, 1.5).apply(250, 250, 250);
+        assert_eq!(out, [1.0; 3]);
+    }
+
+    #[test]
+    fn boxes_follow_keras_arithmetic() {
+        let img = RgbImage::from_pixel(200, 100, image::Rgb([50, 60, 70]));
+        let input = InputShape::new(96, 128).unwrap();
+        let p = AugmentParams {
+            nw: 150,
+            nh: 60,
+            dx: -10,
+            dy: 20,
+            flip: false,
+            hue: 0.0,
+            sat: 1.0,
+            val: 1.0,
+        };
+        let boxes = [
+            BoxLabel {
+                x_min: 3.0,
+                y_min: 10.0,
+                x_max: 101.0,
+                y_max: 55.0,
+                class: 2,
+            },
+            // Maps to x 140.. beyond the canvas: x_max clipped to 128, x_min 140 stays, width < 0: dropped.
+            BoxLabel {
+                x_min: 200.0,
+                y_min: 10.0,
+                x_max: 199.0,
+                y_max: 90.0,
+                class: 1,
+            },
+        ];
+        let s = augment_with_params(&img, &boxes, input, &p, 20);
+        // x: 3*150/200 - 10 = -7.75 -> trunc -7 -> clipped 0; 101*0.75 - 10 = 65.75 -> 65
+        // y: 10*0.6 + 20 = 26; 55*0.6+20 = 53
+        assert_eq!(
+            s.boxes,
+            vec![BoxLabel {
+                x_min: 0.0,
+                y_min: 26.0,
+                x_max: 65.0,
+                y_max: 53.0,
+                class: 2
+            }]
+        );
+        let flipped =
+            augment_with_params(&img, &boxes, input, &AugmentParams { flip: true, ..p }, 20);
+        // Flip before clipping: x = 128 - 65 = 63, 128 - (-7) = 135 -> clipped 128.
+        assert_eq!(
+            flipped.boxes,
+            vec![BoxLabel {
+                x_min: 63.0,
+                y_min: 26.0,
+                x_max: 128.0,
+                y_max: 53.0,
+                class: 2
+            }]
+        );
+        // The image covers rows 20..80; above it is grey.
+        let plane = 96 * 128;
+        assert_eq!(s.image[0], (128.0f32 / 255.0));
+        assert!((s.image[30 * 128 + 5] - 50.0 / 255.0).abs() < 1e-6);
+        assert!((s.image[plane + 30 * 128 + 5] - 60.0 / 255.0).abs() < 1e-6);
+        assert!((s.image[2 * plane + 30 * 128 + 5] - 70.0 / 255.0).abs() < 1e-6);
+        // The image spans canvas columns -10..140, so the whole width is covered.
+        assert!((s.image[30 * 128 + 127] - 50.0 / 255.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn random_path_is_deterministic_for_a_seed() {
+        use rand::SeedableRng;
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 77]));
+        let boxes = [BoxLabel {
+            x_min: 5.0,
+            y_min: 6.0,
+            x_max: 40.0,
+            y_max: 30.0,
+            class: 0,
+        }];
+        let input = InputShape::new(64, 96).unwrap();
+        let cfg = AugmentConfig::default();
+        let a = get_random_data(
+            &img,
+            &boxes,
+            input,
+            true,
+            &cfg,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(7),
+        );
+        let b = get_random_data(
+            &img,
+            &boxes,
+            input,
+            true,
+            &cfg,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(7),
+        );
+        let c = get_random_data(
+            &img,
+            &boxes,
+            input,
+            true,
+            &cfg,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(8),
+        );
+        assert_eq!(a, b);
+        assert_ne!(a.image, c.image);
+        assert_eq!(a.image.len(), 3 * 64 * 96);
+    }
+}

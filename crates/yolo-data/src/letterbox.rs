@@ -1,0 +1,137 @@
+//! keras-yolo3's letterbox: resize with unchanged aspect ratio (Pillow BICUBIC) and paste centred on
+//! a grey (128, 128, 128) canvas. Used by `get_random_data(random=False)` (validation, bottleneck
+//! features) and by the detector (`letterbox_image`).
+
+use image::RgbImage;
+
+use crate::annotation::BoxLabel;
+use crate::input_shape::InputShape;
+use crate::resize::resize_bicubic;
+
+/// Grey level of the canvas around the pasted image.
+pub const GREY: u8 = 128;
+
+/// Geometry of a letterbox, computed exactly as keras-yolo3 does it in f64.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LetterboxParams {
+    /// `min(w / iw, h / ih)`.
+    pub scale: f64,
+    /// Resized width, `int(iw * scale)` (truncated; at least 1, where Pillow would refuse 0).
+    pub nw: usize,
+    /// Resized height, `int(ih * scale)` (truncated; at least 1).
+    pub nh: usize,
+    /// Paste column, `(w - nw) // 2`.
+    pub dx: usize,
+    /// Paste row, `(h - nh) // 2`.
+    pub dy: usize,
+}
+
+impl LetterboxParams {
+    /// Geometry for an `iw x ih` image on the `input` canvas.
+    pub fn new(iw: usize, ih: usize, input: InputShape) -> Self {
+        let (w, h) = (input.w as f64, input.h as f64);
+        let scale = (w / iw as f64).min(h / ih as f64);
+        let nw = ((iw as f64 * scale) as usize).clamp(1, input.w);
+        let nh = ((ih as f64 * scale) as usize).clamp(1, input.h);
+        Self {
+            scale,
+            nw,
+            nh,
+            dx: (input.w - nw) / 2,
+            dy: (input.h - nh) / 2,
+        }
+    }
+
+    /// Maps a box from original pixels to the canvas: `int(v * scale + offset)` in f64 with
+    /// truncation, not clipped (keras-yolo3 stores the result in an integer array).
+    pub fn map_box(&self, b: &BoxLabel) -> BoxLabel {
+        let fx = |v: f32| (v as f64 * self.scale + self.dx as f64).trunc() as f32;
+        let fy = |v: f32| (v as f64 * self.scale + self.dy as f64).trunc() as f32;
+        BoxLabel {
+            x_min: fx(b.x_min),
+            y_min: fy(b.y_min),
+            x_max: fx(b.x_max),
+            y_max: fy(b.y_max),
+            class: b.class,
+        }
+    }
+}
+
+/// keras-yolo3's `letterbox_image`: the image resized (Pillow BICUBIC, bit-exact) into the input
+/// shape with its aspect ratio kept, centred on grey 128.
+pub fn letterbox_image(image: &RgbImage, input: InputShape) -> RgbImage {
+    let p = LetterboxParams::new(image.width() as usize, image.height() as usize, input);
+    let resized = resize_bicubic(image, p.nw, p.nh);
+    let mut canvas = RgbImage::from_pixel(input.w as u32, input.h as u32, image::Rgb([GREY; 3]));
+    let row = p.nw * 3;
+    let canvas_stride = input.w * 3;
+    let dst = &mut *canvas;
+    for (y, src) in resized.as_raw().chunks_exact(row).enumerate() {
+        let at = (p.dy + y) * canvas_stride + p.dx * 3;
+        dst[at..at + row].copy_from_slice(src);
+    }
+    canvas
+}
+
+/// `u8 -> f32` as keras-yolo3 computes it: `v / 255.` in f64, then stored as f32.
+pub(crate) fn unit_lut() -> [f32; 256] {
+    let mut lut = [0f32; 256];
+    for (v, x) in lut.iter_mut().enumerate() {
+        *x = (v as f64 / 255.0) as f32;
+    }
+    lut
+}
+
+/// An interleaved RGB `u8` image as planar CHW f32 in `[0, 1]`.
+pub fn to_chw_unit(image: &RgbImage) -> Vec<f32> {
+    let lut = unit_lut();
+    let n = (image.width() * image.height()) as usize;
+    let mut out = vec![0f32; 3 * n];
+    let (r, rest) = out.split_at_mut(n);
+    let (g, b) = rest.split_at_mut(n);
+    for (i, p) in image.as_raw().chunks_exact(3).enumerate() {
+        r[i] = lut[p[0] as usize];
+        g[i] = lut[p[1] as usize];
+        b[i] = lut[p[2] as usize];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raccoon_1_geometry_and_box_truncation() {
+        // raccoon-1.jpg is 650x417; at 416x416 scale = 0.64, nw = 416, nh = int(266.88) = 266.
+        let p = LetterboxParams::new(650, 417, InputShape::square416());
+        assert_eq!((p.nw, p.nh, p.dx, p.dy), (416, 266, 0, 75));
+        let b = p.map_box(&BoxLabel {
+            x_min: 81.0,
+            y_min: 88.0,
+            x_max: 522.0,
+            y_max: 408.0,
+            class: 0,
+        });
+        // 81 * 0.64 = 51.84 -> 51; 88 * 0.64 + 75 = 131.32 -> 131; 522 * .64 = 334.08; 408 * .64 + 75 = 336.12
+        assert_eq!(
+            (b.x_min, b.y_min, b.x_max, b.y_max),
+            (51.0, 131.0, 334.0, 336.0)
+        );
+    }
+
+    #[test]
+    fn canvas_is_grey_outside_the_pasted_image() {
+        let img = RgbImage::from_pixel(100, 50, image::Rgb([10, 20, 30]));
+        let out = letterbox_image(&img, InputShape::new(64, 64).unwrap());
+        // scale 0.64 -> 64 x 32 at dy = 16.
+        assert_eq!(out.get_pixel(0, 15).0, [128; 3]);
+        assert_eq!(out.get_pixel(0, 16).0, [10, 20, 30]);
+        assert_eq!(out.get_pixel(63, 47).0, [10, 20, 30]);
+        assert_eq!(out.get_pixel(63, 48).0, [128; 3]);
+        let chw = to_chw_unit(&out);
+        assert_eq!(chw[16 * 64], (10.0f64 / 255.0) as f32);
+        assert_eq!(chw[64 * 64 + 16 * 64], (20.0f64 / 255.0) as f32);
+        assert_eq!(chw[0], (128.0f64 / 255.0) as f32);
+    }
+}

@@ -1,0 +1,321 @@
+//! An exact port of Pillow's `Image.resize(size, Image.BICUBIC)` for 8-bit RGB images, the
+//! resampler keras-yolo3's `letterbox_image` and `get_random_data` call.
+//!
+//! Pillow's BICUBIC is an antialiased separable convolution (the kernel widens by the downscale
+//! ratio) done in fixed point: weights are normalised in f64, converted to integers with 22
+//! fractional bits, each pass rounds and clamps to `u8`, and the horizontal pass runs first and is
+//! stored as `u8` before the vertical pass reads it. A direction whose size does not change is
+//! skipped. Following those steps gives Pillow's output bit for bit (checked against the letterbox
+//! fixtures decoded by Pillow).
+//!
+//! Tap tables depend only on `(in, out)` sizes and are cached per thread. Every output pixel
+//! depends only on its own taps, so [`resize_bicubic_region`] computes just a window of the
+//! resized image (what the random-placement augmentation needs when most of an upscaled image
+//! falls outside the canvas) with the same values the full resize would have there.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use image::RgbImage;
+
+/// Fractional bits of Pillow's integer weights (`PRECISION_BITS = 32 - 8 - 2`).
+const PRECISION_BITS: u32 = 22;
+
+/// Pillow's bicubic kernel with `a = -0.5`, evaluated in Pillow's exact operation order so that
+/// the f64 weights, and hence their integer roundings, match.
+fn bicubic_filter(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Per-direction tap table: output index `o` reads input `start[o] .. start[o] + len[o]` with the
+/// integer weights `weights[o * ksize ..][.. len[o]]`.
+#[derive(Debug)]
+struct Taps {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    ksize: usize,
+    weights: Vec<i32>,
+}
+
+impl Taps {
+    /// Pillow's `precompute_coeffs` followed by `normalize_coeffs_8bpc`.
+    fn new(in_size: usize, out_size: usize) -> Taps {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = 2.0 * filterscale;
+        let ksize = support.ceil() as usize * 2 + 1;
+        let ss = 1.0 / filterscale;
+        let mut start = Vec::with_capacity(out_size);
+        let mut len = Vec::with_capacity(out_size);
+        let mut weights = vec![0i32; out_size * ksize];
+        let mut k = vec![0f64; ksize];
+        for o in 0..out_size {
+            let center = (o as f64 + 0.5) * scale;
+            // C's (int) cast truncates toward zero; negative values are then clamped to 0.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64)
+                .min(in_size as i64)
+                .max(xmin as i64) as usize;
+            let n = (xmax - xmin).min(ksize);
+            let mut ww = 0.0f64;
+            for (x, kx) in k.iter_mut().enumerate().take(n) {
+                let w = bicubic_filter(((x + xmin) as f64 - center + 0.5) * ss);
+                *kx = w;
+                ww += w;
+            }
+            let row = &mut weights[o * ksize..o * ksize + n];
+            for (dst, &w) in row.iter_mut().zip(&k[..n]) {
+                let w = if ww != 0.0 { w / ww } else { w };
+                let scaled = w * (1u32 << PRECISION_BITS) as f64;
+                *dst = if w < 0.0 {
+                    (-0.5 + scaled) as i32
+                } else {
+                    (0.5 + scaled) as i32
+                };
+            }
+            start.push(xmin);
+            len.push(n);
+        }
+        Taps {
+            start,
+            len,
+            ksize,
+            weights,
+        }
+    }
+
+    fn weights(&self, o: usize) -> &[i32] {
+        &self.weights[o * self.ksize..o * self.ksize + self.len[o]]
+    }
+}
+
+thread_local! {
+    static TAP_CACHE: RefCell<HashMap<(usize, usize), Arc<Taps>>> = RefCell::new(HashMap::new());
+}
+
+/// The tap table for `(in_size, out_size)`, computed once per thread and size pair.
+fn taps(in_size: usize, out_size: usize) -> Arc<Taps> {
+    TAP_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        // The random augmentation draws many sizes; keep the cache bounded.
+        if cache.len() > 512 {
+            cache.clear();
+        }
+        cache
+            .entry((in_size, out_size))
+            .or_insert_with(|| Arc::new(Taps::new(in_size, out_size)))
+            .clone()
+    })
+}
+
+/// Pillow's `clip8`: round-shift the accumulator and clamp to `0..=255`.
+#[inline(always)]
+fn clip8(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// A window `[x0, x1) x [y0, y1)` of a resized image, in resized-image pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// First column.
+    pub x0: usize,
+    /// First row.
+    pub y0: usize,
+    /// One past the last column.
+    pub x1: usize,
+    /// One past the last row.
+    pub y1: usize,
+}
+
+/// Pillow `BICUBIC` resize of `src` to `out_w x out_h`, bit-exact with Pillow.
+pub fn resize_bicubic(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
+    resize_bicubic_region(
+        src,
+        out_w,
+        out_h,
+        Window {
+            x0: 0,
+            y0: 0,
+            x1: out_w,
+            y1: out_h,
+        },
+    )
+}
+
+/// The `win` window of the Pillow `BICUBIC` resize of `src` to `out_w x out_h` (the window is
+/// clamped to the output size). Values equal those of the full resize at the same positions.
+pub fn resize_bicubic_region(src: &RgbImage, out_w: usize, out_h: usize, win: Window) -> RgbImage {
+    let (in_w, in_h) = (src.width() as usize, src.height() as usize);
+    let x1 = win.x1.min(out_w);
+    let y1 = win.y1.min(out_h);
+    let x0 = win.x0.min(x1);
+    let y0 = win.y0.min(y1);
+    let (ww, wh) = (x1 - x0, y1 - y0);
+    if ww == 0 || wh == 0 || in_w == 0 || in_h == 0 {
+        return RgbImage::new(ww as u32, wh as u32);
+    }
+    let src = src.as_raw();
+    let need_h = in_w != out_w;
+    let need_v = in_h != out_h;
+
+    // Rows of the source the vertical pass will read.
+    let vtaps = need_v.then(|| taps(in_h, out_h));
+    let (row_lo, row_hi) = match &vtaps {
+        Some(t) => (t.start[y0], t.start[y1 - 1] + t.len[y1 - 1]),
+        None => (y0, y1),
+    };
+    let row_lo = row_lo.min(row_hi);
+
+    // Horizontal pass (or a plain column crop) into a u8 intermediate of rows row_lo..row_hi.
+    let stride_in = in_w * 3;
+    let stride_mid = ww * 3;
+    let mid: Vec<u8> = if need_h {
+        let t = taps(in_w, out_w);
+        let mut mid = vec![0u8; (row_hi - row_lo) * stride_mid];
+        for (r, out_row) in mid.chunks_exact_mut(stride_mid).enumerate() {
+            let in_row = &src[(row_lo + r) * stride_in..(row_lo + r + 1) * stride_in];
+            horizontal_row(in_row, out_row, &t, x0);
+        }
+        mid
+    } else {
+        let mut mid = Vec::with_capacity((row_hi - row_lo) * stride_mid);
+        for r in row_lo..row_hi {
+            mid.extend_from_slice(&src[r * stride_in + x0 * 3..r * stride_in + x1 * 3]);
+        }
+        mid
+    };
+
+    let out: Vec<u8> = match vtaps {
+        Some(t) => {
+            let mut out = vec![0u8; wh * stride_mid];
+            let mut acc = vec![0i32; stride_mid];
+            for (r, out_row) in out.chunks_exact_mut(stride_mid).enumerate() {
+                let o = y0 + r;
+                acc.fill(1 << (PRECISION_BITS - 1));
+                let first = t.start[o] - row_lo;
+                for (tap, &k) in t.weights(o).iter().enumerate() {
+                    let in_row = &mid[(first + tap) * stride_mid..(first + tap + 1) * stride_mid];
+                    for (a, &p) in acc.iter_mut().zip(in_row) {
+                        *a += p as i32 * k;
+                    }
+                }
+                for (d, &a) in out_row.iter_mut().zip(&acc) {
+                    *d = clip8(a);
+                }
+            }
+            out
+        }
+        None => mid,
+    };
+    RgbImage::from_raw(ww as u32, wh as u32, out).expect("buffer size matches the window")
+}
+
+/// One row of the horizontal pass: output columns `x0 .. x0 + out_row.len() / 3`.
+#[inline]
+fn horizontal_row(in_row: &[u8], out_row: &mut [u8], t: &Taps, x0: usize) {
+    for (i, px) in out_row.chunks_exact_mut(3).enumerate() {
+        let o = x0 + i;
+        let s = t.start[o] * 3;
+        let k = t.weights(o);
+        let taps_px = &in_row[s..s + k.len() * 3];
+        let (mut r, mut g, mut b) = (
+            1i32 << (PRECISION_BITS - 1),
+            1 << (PRECISION_BITS - 1),
+            1 << (PRECISION_BITS - 1),
+        );
+        for (p, &w) in taps_px.chunks_exact(3).zip(k) {
+            r += p[0] as i32 * w;
+            g += p[1] as i32 * w;
+            b += p[2] as i32 * w;
+        }
+        px[0] = clip8(r);
+        px[1] = clip8(g);
+        px[2] = clip8(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(w: u32, h: u32) -> RgbImage {
+        let mut s = 12345u32;
+        RgbImage::from_fn(w, h, |_, _| {
+            let mut c = [0u8; 3];
+            for v in &mut c {
+                s = s.wrapping_mul(1103515245).wrapping_add(12345);
+                *v = (s >> 16) as u8;
+            }
+            image::Rgb(c)
+        })
+    }
+
+    #[test]
+    fn weights_sum_to_one_in_fixed_point() {
+        for (i, o) in [(650, 416), (275, 416), (10, 3), (3, 10), (1, 5)] {
+            let t = Taps::new(i, o);
+            for oo in 0..o {
+                let s: i32 = t.weights(oo).iter().sum();
+                assert!(
+                    (s - (1 << 22)).abs() <= t.len[oo] as i32,
+                    "{i}->{o} at {oo}: {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn same_size_is_identity_and_constant_stays_constant() {
+        let img = noise(7, 5);
+        assert_eq!(resize_bicubic(&img, 7, 5), img);
+        let flat = RgbImage::from_pixel(13, 9, image::Rgb([200, 3, 77]));
+        let r = resize_bicubic(&flat, 29, 4);
+        assert!(r.pixels().all(|p| p.0 == [200, 3, 77]));
+    }
+
+    #[test]
+    fn region_equals_crop_of_full_resize() {
+        let img = noise(37, 23);
+        for (ow, oh) in [(80, 50), (20, 11), (37, 60), (50, 23)] {
+            let full = resize_bicubic(&img, ow, oh);
+            let win = Window {
+                x0: 5,
+                y0: 3,
+                x1: ow - 7,
+                y1: oh - 2,
+            };
+            let part = resize_bicubic_region(&img, ow, oh, win);
+            for y in win.y0..win.y1 {
+                for x in win.x0..win.x1 {
+                    assert_eq!(
+                        part.get_pixel((x - win.x0) as u32, (y - win.y0) as u32),
+                        full.get_pixel(x as u32, y as u32)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn downscale_by_two_matches_hand_computed_taps() {
+        // 4 -> 2 pixels: ratio 2, support 4; output 0 has centre 1.0 and reads inputs 0..4
+        // (trunc(5.5) = 5 clamped to 4) with K(-0.25), K(0.25), K(0.75), K(1.25) =
+        // 0.8671875, 0.8671875, 0.2265625, -0.0703125, normalised by their sum 1.890625.
+        let t = Taps::new(4, 2);
+        assert_eq!((t.start[0], t.len[0]), (0, 4));
+        assert_eq!(t.weights(0), &[1923834, 1923834, 502623, -155987]);
+        // Pixel values 0, 0, 255, 255: (255 * (502623 - 155987) + 2^21) >> 22 = 21.
+        let img = RgbImage::from_fn(4, 1, |x, _| image::Rgb([if x < 2 { 0 } else { 255 }; 3]));
+        let r = resize_bicubic(&img, 2, 1);
+        assert_eq!(r.get_pixel(0, 0).0, [21, 21, 21]);
+    }
+}
