@@ -8,6 +8,9 @@ pub enum EvalError {
     /// A tensor operation failed (shape mismatch, device error).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Decoding a raw output layer failed (wrong channel count for the anchors and classes).
+    #[error(transparent)]
+    Loss(#[from] yolo_loss::LossError),
     /// Reading an input (annotations, classes, anchors, an image) failed.
     #[error(transparent)]
     Data(#[from] yolo_data::DataError),

@@ -19,12 +19,21 @@
 
 pub mod coco;
 pub mod dataset;
+pub mod detection;
 pub mod error;
+pub mod nms;
+pub mod postprocess;
 pub mod report;
 pub mod voc;
 
 pub use coco::{coco_evaluate, CocoClassResult, CocoResult};
 pub use dataset::{EvalImage, EvalSet, GroundTruth, ScoredBox};
+pub use detection::{Detection, Detections};
 pub use error::{EvalError, Result};
+pub use nms::{box_iou_yxyx, non_max_suppression};
+pub use postprocess::{
+    select_detections, yolo_boxes_and_scores, yolo_correct_boxes, yolo_eval, yolo_eval_batch,
+    EvalParams, LetterboxInverse,
+};
 pub use report::MapReport;
 pub use voc::{voc_evaluate, VocClassResult, VocResult};
