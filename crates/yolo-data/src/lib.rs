@@ -25,6 +25,7 @@ mod classes;
 mod error;
 mod image_io;
 mod input_shape;
+mod kmeans;
 mod letterbox;
 mod loader;
 mod resize;
@@ -40,6 +41,10 @@ pub use classes::{parse_classes, read_classes, write_classes};
 pub use error::DataError;
 pub use image_io::{decode_rgb, load_rgb};
 pub use input_shape::InputShape;
+pub use kmeans::{
+    avg_iou, box_wh, kmeans_anchors, kmeans_from_indices, letterboxed_box_wh, wh_iou, KMeansResult,
+    KMEANS_RESTARTS,
+};
 pub use letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
 pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
 pub use resize::{resize_bicubic, resize_bicubic_region, Window};
