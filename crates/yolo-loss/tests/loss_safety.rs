@@ -240,8 +240,8 @@ fn fused_and_tensor_op_paths_agree_on_non_square_grids_with_80_classes() {
     let a = yolo_loss(&tensors(&vars), &yt, &YOLO_ANCHORS, c, &cfg).unwrap();
     let b = yolo_loss_tensor_ops(&tensors(&vars), &yt, &YOLO_ANCHORS, c, &cfg).unwrap();
     assert_close(&flat_parts(&a), &flat_parts(&b), 1e-4, 1e-5, "parts");
-    for l in 0..3 {
-        assert_eq!(a.ignore_mask[l].dims(), &[3, grids[l].0, grids[l].1, 3]);
+    for (l, &(gh, gw)) in grids.iter().enumerate() {
+        assert_eq!(a.ignore_mask[l].dims(), &[3, gh, gw, 3]);
         assert_eq!(
             to_vec(&a.ignore_mask[l]),
             to_vec(&b.ignore_mask[l]),
