@@ -1,1 +1,48 @@
-//! yolo-train (work in progress).
+//! keras-yolo3's `train_bottleneck.py` schedule on candle, made resumable and observable.
+//!
+//! Phases (defaults = train_bottleneck.py, all configurable, any one skippable):
+//! bottleneck (stage 0: frozen body cached on disk, output convs trained on the cache) →
+//! frozen (stage 1: augmented images, `freeze_body=2`) → unfreeze (stage 2: all layers,
+//! ReduceLROnPlateau + EarlyStopping). Around them: Keras-exact Adam, atomic checkpoints and
+//! `--resume`, per-epoch metrics CSV and loss plot, NaN detection naming the batch.
+//!
+//! ```
+//! use yolo_train::{ReduceLrOnPlateau, TrainConfig};
+//!
+//! let cfg = TrainConfig::load(None, &["frozen.epochs=5".to_string()])?;
+//! assert_eq!((cfg.frozen.epochs, cfg.frozen.batch_size), (5, 16));
+//! let mut plateau = ReduceLrOnPlateau::new(cfg.plateau_factor, cfg.plateau_patience, 1e-4);
+//! assert_eq!(plateau.on_epoch_end(10.0, 1e-4), None);
+//! # Ok::<(), yolo_train::TrainError>(())
+//! ```
+
+pub mod adam;
+pub mod atomic;
+pub mod bottleneck;
+pub mod cache;
+pub mod callbacks;
+pub mod config;
+pub mod dataset;
+pub mod device;
+pub mod error;
+pub mod evaluate;
+pub mod init;
+pub mod metrics;
+pub mod plot;
+pub mod progress;
+pub mod split;
+pub mod state;
+pub mod trainer;
+
+pub use adam::{Adam, AdamConfig};
+pub use atomic::atomic_write;
+pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
+pub use callbacks::{EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
+pub use config::{CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
+pub use dataset::Dataset;
+pub use device::parse_device;
+pub use error::{Result, TrainError};
+pub use metrics::{EpochRecord, LossStats};
+pub use split::{split_train_val, Mt19937};
+pub use state::RunState;
+pub use trainer::{load_initial_weights, RunOutcome, Trainer};

@@ -1,0 +1,289 @@
+//! Adam exactly as Keras 2.1.5 (`keras/optimizers.py`, the version keras-yolo3 pins) defines it,
+//! with moments that can be saved and restored for `--resume`.
+//!
+//! Per step `t` (1-based) and parameter `p` with gradient `g`:
+//!
+//! ```text
+//! lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+//! m    = beta1 * m + (1 - beta1) * g
+//! v    = beta2 * v + (1 - beta2) * g^2
+//! p    = p - lr_t * m / (sqrt(v) + eps)
+//! ```
+//!
+//! Keras folds the bias corrections into `lr_t`, so `eps` (Keras' `K.epsilon()` = 1e-7) is added
+//! to the *uncorrected* `sqrt(v)`, unlike the paper and candle's `AdamW` (which adds it to
+//! `sqrt(v_hat)`). There is no weight decay: keras-yolo3's L2 is a loss term (coupled L2).
+//! keras-yolo3 recompiles the model between stages, so every phase starts with a fresh `Adam`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::atomic_write;
+use crate::error::{Result, TrainError};
+
+/// Adam hyper-parameters; defaults are Keras' `Adam(lr=1e-3)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Added to `sqrt(v)` (Keras `K.epsilon()`).
+    pub eps: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+        }
+    }
+}
+
+/// One optimised parameter with its two moments.
+struct Slot {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// Keras-style Adam over a named set of trainable `Var`s (frozen vars and BN statistics are simply
+/// not given to it, so they have no moments and are never stepped).
+pub struct Adam {
+    cfg: AdamConfig,
+    slots: Vec<Slot>,
+    iterations: u64,
+}
+
+impl Adam {
+    /// A fresh optimizer (zero moments, zero iterations) over `vars`.
+    pub fn new(vars: Vec<(String, Var)>, cfg: AdamConfig) -> Result<Self> {
+        let mut slots = Vec::with_capacity(vars.len());
+        for (name, var) in vars {
+            let m = var.as_tensor().zeros_like()?;
+            let v = m.clone();
+            slots.push(Slot { name, var, m, v });
+        }
+        Ok(Adam {
+            cfg,
+            slots,
+            iterations: 0,
+        })
+    }
+
+    /// The current learning rate.
+    pub fn learning_rate(&self) -> f64 {
+        self.cfg.lr
+    }
+
+    /// Sets the learning rate (ReduceLROnPlateau does this between epochs).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    /// Steps taken so far (Keras `optimizer.iterations`).
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    /// The names of the optimised parameters, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.slots.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// The optimised variables with their names.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.slots.iter().map(|s| (s.name.as_str(), &s.var))
+    }
+
+    /// Applies one update from `grads`. A parameter without a gradient (not reached by the loss)
+    /// still sees its moments decay, as Keras does with a zero gradient.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.iterations += 1;
+        let t = self.iterations as f64;
+        let c = &self.cfg;
+        let lr_t = c.lr * (1.0 - c.beta2.powf(t)).sqrt() / (1.0 - c.beta1.powf(t));
+        for s in self.slots.iter_mut() {
+            let g = match grads.get(s.var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => s.m.zeros_like()?,
+            };
+            let m = (s.m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
+            let v = (s.v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+            let denom = v.sqrt()?.affine(1.0, c.eps)?;
+            let update = (m.div(&denom)?).affine(lr_t, 0.0)?;
+            let p = s.var.as_tensor().sub(&update)?;
+            s.var.set(&p)?;
+            s.m = m;
+            s.v = v;
+        }
+        Ok(())
+    }
+
+    /// Atomically writes the moments to a safetensors file (`m.<name>`, `v.<name>`), with the
+    /// iteration count and learning rate in its metadata.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut map: HashMap<String, Tensor> = HashMap::new();
+        for s in &self.slots {
+            map.insert(format!("m.{}", s.name), s.m.to_device(&Device::Cpu)?);
+            map.insert(format!("v.{}", s.name), s.v.to_device(&Device::Cpu)?);
+        }
+        let mut meta = HashMap::new();
+        meta.insert("iterations".to_string(), self.iterations.to_string());
+        meta.insert("lr".to_string(), format!("{:e}", self.cfg.lr));
+        let bytes = safetensors::serialize(&map, Some(meta))
+            .map_err(|e| TrainError::format(path, e.to_string()))?;
+        atomic_write(path, &bytes)
+    }
+
+    /// Restores moments, iteration count and learning rate saved by [`Adam::save`]; the file must
+    /// hold exactly this optimizer's parameters with the same shapes.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| TrainError::format(path, e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| -> Result<String> {
+            meta.get(k)
+                .cloned()
+                .ok_or_else(|| TrainError::format(path, format!("metadata `{k}` missing")))
+        };
+        let iterations: u64 = get("iterations")?
+            .parse()
+            .map_err(|e| TrainError::format(path, format!("iterations: {e}")))?;
+        let lr: f64 = get("lr")?
+            .parse()
+            .map_err(|e| TrainError::format(path, format!("lr: {e}")))?;
+        let dev = self
+            .slots
+            .first()
+            .map(|s| s.var.device().clone())
+            .unwrap_or(Device::Cpu);
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+        if tensors.len() != 2 * self.slots.len() {
+            return Err(TrainError::format(
+                path,
+                format!(
+                    "holds {} moment tensors, the optimizer needs {}",
+                    tensors.len(),
+                    2 * self.slots.len()
+                ),
+            ));
+        }
+        let mut new = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            let pick = |k: String| -> Result<Tensor> {
+                let t = tensors
+                    .get(&k)
+                    .ok_or_else(|| TrainError::format(path, format!("tensor `{k}` missing")))?;
+                if t.dims() != s.var.dims() {
+                    return Err(TrainError::format(
+                        path,
+                        format!(
+                            "`{k}` has shape {:?}, expected {:?}",
+                            t.dims(),
+                            s.var.dims()
+                        ),
+                    ));
+                }
+                Ok(t.to_dtype(s.var.dtype())?.to_device(&dev)?)
+            };
+            new.push((
+                pick(format!("m.{}", s.name))?,
+                pick(format!("v.{}", s.name))?,
+            ));
+        }
+        for (s, (m, v)) in self.slots.iter_mut().zip(new) {
+            s.m = m;
+            s.v = v;
+        }
+        self.iterations = iterations;
+        self.cfg.lr = lr;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_step(adam: &mut Adam, var: &Var, g: &[f32]) {
+        // loss = sum(g * p) has gradient g.
+        let gt = Tensor::new(g, &Device::Cpu).unwrap();
+        let loss = var.as_tensor().mul(&gt).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        adam.step(&grads).unwrap();
+    }
+
+    /// Expected values computed by hand with Keras 2.1.5's formulas (float64 python):
+    /// ```python
+    /// p=[1.0,-2.0]; g=[[0.5,-0.1],[0.2,0.3]]; m=[0,0]; v=[0,0]
+    /// for t, gs in enumerate(g, 1):
+    ///     lrt = 1e-3*sqrt(1-0.999**t)/(1-0.9**t)
+    ///     for i in range(2):
+    ///         m[i] = .9*m[i]+.1*gs[i]; v[i] = .999*v[i]+.001*gs[i]**2
+    ///         p[i] -= lrt*m[i]/(sqrt(v[i])+1e-7)
+    /// # t=1: [0.9990000063245154, -1.9990000316217766]
+    /// # t=2: [0.9981014363988028, -1.9994942165129777]
+    /// ```
+    #[test]
+    fn adam_matches_keras_2_1_5_update_rule() {
+        let var = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        let mut adam = Adam::new(vec![("w".into(), var.clone())], AdamConfig::default()).unwrap();
+        one_step(&mut adam, &var, &[0.5, -0.1]);
+        let p = var.as_tensor().to_vec1::<f32>().unwrap();
+        assert!((p[0] as f64 - 0.9990000063245154).abs() < 1e-6, "{p:?}");
+        assert!((p[1] as f64 + 1.9990000316217766).abs() < 1e-6, "{p:?}");
+        one_step(&mut adam, &var, &[0.2, 0.3]);
+        let p = var.as_tensor().to_vec1::<f32>().unwrap();
+        assert!((p[0] as f64 - 0.9981014363988028).abs() < 1e-6, "{p:?}");
+        assert!((p[1] as f64 + 1.9994942165129777).abs() < 1e-6, "{p:?}");
+        assert_eq!(adam.iterations(), 2);
+    }
+
+    #[test]
+    fn adam_state_round_trips_and_resumes_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Var::new(&[0.3f32, 0.7, -1.1], &Device::Cpu).unwrap();
+        let mut adam = Adam::new(vec![("a".into(), a.clone())], AdamConfig::default()).unwrap();
+        one_step(&mut adam, &a, &[0.1, -0.2, 0.3]);
+        adam.set_learning_rate(5e-4);
+        let path = dir.path().join("optim.safetensors");
+        adam.save(&path).unwrap();
+        let saved_p = a.as_tensor().to_vec1::<f32>().unwrap();
+        one_step(&mut adam, &a, &[0.4, 0.1, -0.2]);
+        let expected = a.as_tensor().to_vec1::<f32>().unwrap();
+
+        let b = Var::new(saved_p.as_slice(), &Device::Cpu).unwrap();
+        let mut adam2 = Adam::new(vec![("a".into(), b.clone())], AdamConfig::default()).unwrap();
+        adam2.load(&path).unwrap();
+        assert_eq!(adam2.iterations(), 1);
+        assert_eq!(adam2.learning_rate(), 5e-4);
+        one_step(&mut adam2, &b, &[0.4, 0.1, -0.2]);
+        assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), expected);
+    }
+
+    #[test]
+    fn adam_load_rejects_other_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Var::new(&[0.3f32, 0.7], &Device::Cpu).unwrap();
+        let adam = Adam::new(vec![("a".into(), a)], AdamConfig::default()).unwrap();
+        let path = dir.path().join("o.safetensors");
+        adam.save(&path).unwrap();
+        let b = Var::new(&[0.3f32, 0.7, 0.1], &Device::Cpu).unwrap();
+        let mut other = Adam::new(vec![("a".into(), b)], AdamConfig::default()).unwrap();
+        let err = other.load(&path).unwrap_err().to_string();
+        assert!(err.contains("shape"), "{err}");
+    }
+}

@@ -1,0 +1,757 @@
+//! The training loop: phases in order, each a fresh Keras Adam over the phase's trainable
+//! variables, epochs of training then deterministic validation, the Keras callbacks, and an atomic
+//! latest checkpoint at every epoch end (see [`crate::state`]) so `--resume` continues exactly.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use yolo_data::{AugmentConfig, BatchLoader, LoaderConfig};
+use yolo_loss::{yolo_loss, LossConfig};
+use yolo_model::{
+    l2_penalty, load_checkpoint_partial, load_darknet_weights, save_checkpoint, tiny_yolo_body,
+    trainable_vars, yolo_body, FreezeBody, LoadReport, YoloBody, YoloConfig,
+};
+
+use crate::adam::{Adam, AdamConfig};
+use crate::bottleneck::{cache_paths, ensure_cache, entry_boxes, epoch_batches, fingerprint};
+use crate::cache::BottleneckCache;
+use crate::callbacks::{EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
+use crate::config::{PhaseConfig, PhaseKind, TrainConfig};
+use crate::dataset::{is_darknet_weights, y_true_tensors, Dataset};
+use crate::device::parse_device;
+use crate::error::{Result, TrainError};
+use crate::evaluate::voc_map;
+use crate::init::seeded_glorot_init;
+use crate::metrics::{write_csv, EpochRecord, LossStats};
+use crate::plot::write_png;
+use crate::progress::EpochProgress;
+use crate::state::RunState;
+
+/// How a call to [`Trainer::run`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// Every enabled phase finished; the path of the last phase's weights.
+    Finished {
+        /// The final weights file.
+        weights: Option<PathBuf>,
+    },
+    /// Stopped by `stop_after` after this phase/epoch (state saved; `--resume` continues).
+    Stopped {
+        /// The phase.
+        phase: PhaseKind,
+        /// The epoch just completed.
+        epoch: usize,
+    },
+}
+
+/// A training run: model, data and state.
+pub struct Trainer {
+    run_dir: PathBuf,
+    device: Device,
+    varmap: VarMap,
+    model: YoloBody,
+    model_cfg: YoloConfig,
+    data: Dataset,
+    state: RunState,
+    /// Messages for the user (initial-weights report, cache reuse, phase summaries).
+    log: Box<dyn FnMut(&str)>,
+}
+
+fn build_model(
+    cfg: &TrainConfig,
+    num_classes: usize,
+    device: &Device,
+) -> Result<(VarMap, YoloBody, YoloConfig)> {
+    let model_cfg = if cfg.tiny {
+        YoloConfig::tiny(num_classes)
+    } else {
+        YoloConfig::v3(num_classes)
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = if cfg.tiny {
+        tiny_yolo_body(&model_cfg, vb)?
+    } else {
+        yolo_body(&model_cfg, vb)?
+    };
+    seeded_glorot_init(&varmap, cfg.seed)?;
+    Ok((varmap, model, model_cfg))
+}
+
+/// Loads initial weights (darknet `.weights` or safetensors, partially) and returns the report.
+pub fn load_initial_weights(
+    varmap: &VarMap,
+    model_cfg: &YoloConfig,
+    path: &Path,
+) -> Result<LoadReport> {
+    if is_darknet_weights(path) {
+        Ok(load_darknet_weights(varmap, model_cfg, path)?)
+    } else {
+        Ok(load_checkpoint_partial(varmap, path)?)
+    }
+}
+
+impl Trainer {
+    /// Starts a new run in `cfg.run_dir` (created; `config.toml` written there).
+    pub fn new(cfg: TrainConfig) -> Result<Self> {
+        let device = parse_device(&cfg.device)?;
+        let data = Dataset::load(&cfg)?;
+        let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
+        let run_dir = cfg.run_dir.clone();
+        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+        crate::atomic::atomic_write(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        let mut log: Box<dyn FnMut(&str)> = Box::new(|m| eprintln!("{m}"));
+        if let Some(w) = &cfg.weights {
+            let report = load_initial_weights(&varmap, &model_cfg, w)?;
+            log(&format!("initial weights {}: {report}", w.display()));
+        }
+        let first = PhaseKind::ALL
+            .into_iter()
+            .find(|p| cfg.phase(*p).enabled)
+            .unwrap_or(PhaseKind::Unfreeze);
+        let state = RunState::new(cfg, first);
+        Ok(Trainer {
+            run_dir,
+            device,
+            varmap,
+            model,
+            model_cfg,
+            data,
+            state,
+            log,
+        })
+    }
+
+    /// Continues the run in `run_dir` from its `state.json`: same phase and epoch, weights,
+    /// optimizer moments, LR and callback counters. `overrides` (`key=value`) may change settings
+    /// that do not alter the schedule already run (e.g. `device`, `progress`, `stop_after`).
+    pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
+        let mut state = RunState::load(run_dir)?;
+        if !overrides.is_empty() {
+            let tmp = run_dir.join(".resume-config.toml");
+            crate::atomic::atomic_write(&tmp, state.config.to_toml()?.as_bytes())?;
+            let cfg = TrainConfig::load(Some(&tmp), overrides);
+            let _ = std::fs::remove_file(&tmp);
+            state.config = cfg?;
+        }
+        state.config.run_dir = run_dir.to_path_buf();
+        let cfg = state.config.clone();
+        let device = parse_device(&cfg.device)?;
+        let data = Dataset::load(&cfg)?;
+        let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
+        if let Some(w) = &state.weights {
+            let p = run_dir.join(w);
+            let report = load_checkpoint_partial(&varmap, &p)?;
+            if !report.is_complete() {
+                return Err(TrainError::format(
+                    &p,
+                    format!("incomplete checkpoint: {report}"),
+                ));
+            }
+        } else if let Some(w) = &cfg.weights {
+            load_initial_weights(&varmap, &model_cfg, w)?;
+        }
+        Ok(Trainer {
+            run_dir: run_dir.to_path_buf(),
+            device,
+            varmap,
+            model,
+            model_cfg,
+            data,
+            state,
+            log: Box::new(|m| eprintln!("{m}")),
+        })
+    }
+
+    /// Replaces the message sink (default: stderr).
+    pub fn set_log(&mut self, log: impl FnMut(&str) + 'static) {
+        self.log = Box::new(log);
+    }
+
+    /// The run state (history, counters).
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    /// The model.
+    pub fn model(&self) -> &YoloBody {
+        &self.model
+    }
+
+    /// The variables.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The data of the run.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    fn cfg(&self) -> &TrainConfig {
+        &self.state.config
+    }
+
+    /// Runs the remaining phases.
+    pub fn run(&mut self) -> Result<RunOutcome> {
+        let mut last_weights = None;
+        for phase in PhaseKind::ALL {
+            let pc = self.cfg().phase(phase).clone();
+            if !pc.enabled || self.state.completed.contains(&phase) {
+                continue;
+            }
+            if let Some(stop) = self.run_phase(phase, &pc)? {
+                return Ok(stop);
+            }
+            last_weights = Some(self.run_dir.join(phase.weights_file()));
+        }
+        if last_weights.is_none() {
+            last_weights = self
+                .state
+                .completed
+                .last()
+                .map(|p| self.run_dir.join(p.weights_file()));
+        }
+        Ok(RunOutcome::Finished {
+            weights: last_weights,
+        })
+    }
+
+    fn freeze_of(phase: PhaseKind, pc: &PhaseConfig) -> FreezeBody {
+        if phase == PhaseKind::Bottleneck {
+            FreezeBody::AllButOutputs
+        } else {
+            FreezeBody::from_level(pc.freeze_body).unwrap_or(FreezeBody::None)
+        }
+    }
+
+    fn enter_phase(&mut self, phase: PhaseKind, pc: &PhaseConfig) {
+        if self.state.phase == phase && self.state.optimizer.is_some() {
+            return; // resuming mid-phase
+        }
+        let cfg = self.state.config.clone();
+        self.state.phase = phase;
+        self.state.next_epoch = pc.initial_epoch;
+        self.state.lr = pc.lr;
+        self.state.phase_steps = 0;
+        self.state.optimizer = None;
+        self.state.plateau = pc.plateau_and_early_stopping.then(|| {
+            ReduceLrOnPlateau::new(
+                cfg.plateau_factor,
+                cfg.plateau_patience,
+                cfg.plateau_min_delta,
+            )
+        });
+        self.state.early_stopping = pc
+            .plateau_and_early_stopping
+            .then(|| EarlyStopping::new(cfg.early_stopping_patience, cfg.early_stopping_min_delta));
+    }
+
+    /// Runs one phase from `state.next_epoch`; `Some(outcome)` when stopped by `stop_after`.
+    fn run_phase(&mut self, phase: PhaseKind, pc: &PhaseConfig) -> Result<Option<RunOutcome>> {
+        self.enter_phase(phase, pc);
+        let freeze = Self::freeze_of(phase, pc);
+        let vars = trainable_vars(&self.varmap, &self.model_cfg, freeze);
+        let n_params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+        (self.log)(&format!(
+            "phase {phase}: epochs {}..{}, batch {}, lr {:e}, freeze_body {} ({} trainable tensors, {n_params} parameters)",
+            self.state.next_epoch,
+            pc.epochs,
+            pc.batch_size,
+            self.state.lr,
+            freeze.level(),
+            vars.len()
+        ));
+        let mut adam = Adam::new(
+            vars,
+            AdamConfig {
+                lr: self.state.lr,
+                ..self.cfg().adam
+            },
+        )?;
+        if let Some(o) = &self.state.optimizer {
+            adam.load(&self.run_dir.join(o))?;
+        }
+
+        let source = match phase {
+            PhaseKind::Bottleneck => Source::Cache(self.prepare_cache()?),
+            _ => Source::Images(self.image_loader(phase, pc)?),
+        };
+
+        let mut stopped_early = false;
+        while self.state.next_epoch < pc.epochs && !stopped_early {
+            let epoch = self.state.next_epoch;
+            let t0 = Instant::now();
+            let lr = adam.learning_rate();
+            let (train, images) = self.train_epoch(phase, pc, freeze, epoch, &source, &mut adam)?;
+            let train_secs = t0.elapsed().as_secs_f64();
+            let val = self.validate(&source, pc, freeze, epoch)?;
+            let record = EpochRecord {
+                phase: phase.name().to_string(),
+                epoch,
+                train,
+                val,
+                lr,
+                images_per_sec: images as f64 / train_secs.max(1e-9),
+                seconds: t0.elapsed().as_secs_f64(),
+                map: None,
+            };
+            (self.log)(&format!(
+                "{phase} epoch {}/{}: loss {:.4} val_loss {:.4} (xy {:.3} wh {:.3} conf {:.3} cls {:.3} l2 {:.3}) lr {:e} {:.1} img/s {:.1}s",
+                epoch + 1,
+                pc.epochs,
+                train.total,
+                val.total,
+                val.xy,
+                val.wh,
+                val.confidence,
+                val.class,
+                val.l2,
+                lr,
+                record.images_per_sec,
+                record.seconds
+            ));
+            // Callbacks, in keras-yolo3's order: checkpoint, plateau, early stopping.
+            if self.state.checkpoint.on_epoch_end(val.total) {
+                let dir = self.run_dir.join("checkpoints").join(phase.name());
+                let p = dir.join(ModelCheckpoint::file_name(epoch, train.total, val.total));
+                save_checkpoint(&self.varmap, &p)?;
+            }
+            if let Some(pl) = self.state.plateau.as_mut() {
+                if let Some(new_lr) = pl.on_epoch_end(val.total, adam.learning_rate()) {
+                    (self.log)(&format!(
+                        "ReduceLROnPlateau: lr {:e} -> {new_lr:e}",
+                        adam.learning_rate()
+                    ));
+                    adam.set_learning_rate(new_lr);
+                }
+            }
+            if let Some(es) = self.state.early_stopping.as_mut() {
+                if es.on_epoch_end(val.total) {
+                    (self.log)(&format!("EarlyStopping after epoch {}", epoch + 1));
+                    stopped_early = true;
+                }
+            }
+            self.state.history.push(record);
+            self.state.next_epoch = epoch + 1;
+            self.state.lr = adam.learning_rate();
+            self.state.phase_steps = adam.iterations();
+            if stopped_early {
+                // Nothing left in this phase: make the remaining epochs empty for a resume.
+                self.state.next_epoch = pc.epochs;
+            }
+            self.save_latest(phase, epoch, &adam)?;
+            if self
+                .cfg()
+                .stop_after
+                .as_ref()
+                .is_some_and(|s| s.phase == phase && s.epoch == epoch)
+            {
+                return Ok(Some(RunOutcome::Stopped { phase, epoch }));
+            }
+        }
+        self.finish_phase(phase)?;
+        Ok(None)
+    }
+
+    fn save_latest(&mut self, phase: PhaseKind, epoch: usize, adam: &Adam) -> Result<()> {
+        let (w, o) = RunState::last_files(phase, epoch);
+        save_checkpoint(&self.varmap, &self.run_dir.join(&w))?;
+        adam.save(&self.run_dir.join(&o))?;
+        self.state.weights = Some(w);
+        self.state.optimizer = Some(o);
+        self.state.save(&self.run_dir)?;
+        self.state.prune_last(&self.run_dir);
+        write_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;
+        write_png(&self.run_dir.join("loss.png"), &self.state.history)?;
+        Ok(())
+    }
+
+    fn finish_phase(&mut self, phase: PhaseKind) -> Result<()> {
+        let wf = PathBuf::from(phase.weights_file());
+        save_checkpoint(&self.varmap, &self.run_dir.join(&wf))?;
+        if self.cfg().eval_map {
+            let t = Instant::now();
+            let map = voc_map(
+                &self.model,
+                &self.data.val,
+                &self.data.anchors,
+                &self.data.classes,
+                self.data.input,
+                self.cfg().map_score_threshold,
+                &self.device,
+            )?;
+            (self.log)(&format!(
+                "phase {phase}: validation mAP@0.5 = {map:.4} ({} images, {:.1}s)",
+                self.data.val.len(),
+                t.elapsed().as_secs_f64()
+            ));
+            if let Some(last) = self
+                .state
+                .history
+                .iter_mut()
+                .rev()
+                .find(|r| r.phase == phase.name())
+            {
+                last.map = Some(map);
+            }
+        }
+        self.state.completed.push(phase);
+        self.state.weights = Some(wf);
+        self.state.optimizer = None;
+        self.state.save(&self.run_dir)?;
+        self.state.prune_last(&self.run_dir);
+        write_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;
+        write_png(&self.run_dir.join("loss.png"), &self.state.history)?;
+        (self.log)(&format!(
+            "phase {phase} done: weights {}",
+            self.run_dir.join(phase.weights_file()).display()
+        ));
+        Ok(())
+    }
+
+    fn prepare_cache(&mut self) -> Result<(BottleneckCache, BottleneckCache)> {
+        let cfg = self.cfg().clone();
+        let (tp, vp) = cache_paths(&self.run_dir);
+        let mut out = Vec::new();
+        for (label, anns, path) in [("train", &self.data.train, tp), ("val", &self.data.val, vp)] {
+            let fp = fingerprint(
+                &self.varmap,
+                anns,
+                self.data.input,
+                &self.data.anchors,
+                cfg.cache_dtype,
+                cfg.tiny,
+                label,
+            )?;
+            let t = Instant::now();
+            let (c, rebuilt) = ensure_cache(
+                &path,
+                &self.model,
+                anns,
+                &fp,
+                self.data.input,
+                cfg.cache_dtype,
+                cfg.seed,
+                &self.device,
+            )?;
+            (self.log)(&format!(
+                "bottleneck cache {label}: {} ({} images, {}, {:.1}s)",
+                path.display(),
+                c.len(),
+                if rebuilt {
+                    "built"
+                } else {
+                    "reused: fingerprint matches"
+                },
+                t.elapsed().as_secs_f64()
+            ));
+            out.push(c);
+        }
+        let v = out.pop().expect("two caches");
+        let t = out.pop().expect("two caches");
+        Ok((t, v))
+    }
+
+    fn image_loader(
+        &self,
+        phase: PhaseKind,
+        pc: &PhaseConfig,
+    ) -> Result<(BatchLoader, BatchLoader)> {
+        let cfg = self.cfg();
+        let seed = cfg.seed.wrapping_add(1 + phase as u64);
+        let train = BatchLoader::new(
+            self.data.train.clone(),
+            LoaderConfig {
+                batch_size: pc.batch_size,
+                input: self.data.input,
+                random: true,
+                seed,
+                augment: AugmentConfig::default(),
+                shuffle: pc.shuffle,
+                prefetch: cfg.prefetch,
+            },
+            self.data.anchors.clone(),
+            self.data.num_classes(),
+        )?;
+        let val = BatchLoader::new(
+            self.data.val.clone(),
+            LoaderConfig {
+                batch_size: pc.batch_size,
+                input: self.data.input,
+                random: cfg.augmented_validation,
+                seed: seed ^ 0x5641_4c00,
+                augment: AugmentConfig::default(),
+                shuffle: cfg.augmented_validation,
+                prefetch: cfg.prefetch,
+            },
+            self.data.anchors.clone(),
+            self.data.num_classes(),
+        )?;
+        Ok((train, val))
+    }
+
+    /// Loss (yolo_loss + L2) and its parts for one batch.
+    fn batch_loss(
+        &self,
+        outputs: &[Tensor],
+        y_true: &[Tensor],
+        freeze: FreezeBody,
+    ) -> Result<(Tensor, LossStats)> {
+        let cfg = self.cfg();
+        let parts = yolo_loss(
+            outputs,
+            y_true,
+            &self.data.anchors.wh,
+            self.data.num_classes(),
+            &LossConfig {
+                ignore_thresh: cfg.ignore_thresh as f32,
+            },
+        )?;
+        let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;
+        let total = (&parts.total + &l2)?;
+        let v = parts.values()?;
+        let l2v = l2.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let stats = LossStats {
+            total: v.total as f64 + l2v,
+            xy: v.xy.iter().map(|x| *x as f64).sum(),
+            wh: v.wh.iter().map(|x| *x as f64).sum(),
+            confidence: v.confidence.iter().map(|x| *x as f64).sum(),
+            class: v.class.iter().map(|x| *x as f64).sum(),
+            l2: l2v,
+        };
+        Ok((total, stats))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_epoch(
+        &self,
+        phase: PhaseKind,
+        pc: &PhaseConfig,
+        freeze: FreezeBody,
+        epoch: usize,
+        source: &Source,
+        adam: &mut Adam,
+    ) -> Result<(LossStats, usize)> {
+        let cfg = self.cfg();
+        let mut sum = LossStats::default();
+        let mut steps = 0usize;
+        let mut images = 0usize;
+        let t0 = Instant::now();
+        let mut step_fn = |outputs: Vec<Tensor>,
+                           y_true: Vec<Tensor>,
+                           paths: Vec<String>,
+                           step: usize,
+                           bar: &EpochProgress|
+         -> Result<()> {
+            let (loss, stats) = self.batch_loss(&outputs, &y_true, freeze)?;
+            let nonfinite = |what: String, value: f64| TrainError::NonFinite {
+                what,
+                phase: phase.name().to_string(),
+                epoch,
+                step,
+                value,
+                paths: paths.clone(),
+            };
+            if !stats.total.is_finite() {
+                return Err(nonfinite("loss".into(), stats.total));
+            }
+            let grads = loss.backward()?;
+            if cfg.check_gradients {
+                if let Some((name, v)) = first_non_finite_grad(adam, &grads)? {
+                    return Err(nonfinite(format!("gradient of {name}"), v));
+                }
+            }
+            adam.step(&grads)?;
+            sum.add(&stats);
+            steps += 1;
+            images += paths.len();
+            bar.step(
+                sum.total / steps as f64,
+                images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            );
+            Ok(())
+        };
+        match source {
+            Source::Cache((train, _)) => {
+                let batches =
+                    epoch_batches(train.len(), pc.batch_size, cfg.seed, epoch, pc.shuffle);
+                let bar = EpochProgress::new(cfg.progress, phase.name(), epoch, batches.len());
+                for (step, idx) in batches.iter().enumerate() {
+                    let feats = train.batch(idx, &self.device)?;
+                    let boxes: Vec<_> = idx
+                        .iter()
+                        .map(|&i| entry_boxes(&train.header().entries[i]))
+                        .collect();
+                    let paths: Vec<String> = idx
+                        .iter()
+                        .map(|&i| train.header().entries[i].path.clone())
+                        .collect();
+                    let y_true = y_true_tensors(
+                        &boxes,
+                        self.data.input,
+                        &self.data.anchors,
+                        self.data.num_classes(),
+                        &self.device,
+                    )?;
+                    let outputs = self.model.forward_last(&feats)?;
+                    step_fn(outputs, y_true, paths, step, &bar)?;
+                }
+                bar.finish(String::new());
+            }
+            Source::Images((train, _)) => {
+                let bar =
+                    EpochProgress::new(cfg.progress, phase.name(), epoch, train.steps_per_epoch());
+                for (step, b) in train.epoch(epoch).enumerate() {
+                    let b = b?;
+                    for (p, why) in &b.skipped {
+                        (eprintln!("warning: skipped {}: {why}", p.display()));
+                    }
+                    if b.is_empty() {
+                        continue;
+                    }
+                    let x = b.images.to_device(&self.device)?;
+                    let y_true: Vec<Tensor> = b
+                        .y_true
+                        .iter()
+                        .map(|t| t.to_device(&self.device))
+                        .collect::<candle_core::Result<_>>()?;
+                    let outputs = self.model.forward_t(&x, true, freeze)?;
+                    let paths = b.paths.iter().map(|p| p.display().to_string()).collect();
+                    step_fn(outputs, y_true, paths, step, &bar)?;
+                }
+                bar.finish(String::new());
+            }
+        }
+        sum.scale(steps);
+        Ok((sum, images))
+    }
+
+    /// Validation loss: every validation image once, deterministic (letterbox, inference-mode BN),
+    /// unless `augmented_validation` restores keras-yolo3's augmented, sampled validation.
+    fn validate(
+        &self,
+        source: &Source,
+        pc: &PhaseConfig,
+        freeze: FreezeBody,
+        epoch: usize,
+    ) -> Result<LossStats> {
+        // Per-image weighted sums of the yolo_loss parts; the L2 term is the same for every batch.
+        let mut sum = LossStats::default();
+        let mut l2 = 0.0;
+        let mut n = 0usize;
+        let mut add = |s: LossStats, m: usize| {
+            let k = m as f64;
+            sum.total += (s.total - s.l2) * k;
+            sum.xy += s.xy * k;
+            sum.wh += s.wh * k;
+            sum.confidence += s.confidence * k;
+            sum.class += s.class * k;
+            l2 = s.l2;
+            n += m;
+        };
+        match source {
+            Source::Cache((_, val)) => {
+                let all: Vec<usize> = (0..val.len()).collect();
+                for idx in all.chunks(pc.batch_size) {
+                    let feats = val.batch(idx, &self.device)?;
+                    let boxes: Vec<_> = idx
+                        .iter()
+                        .map(|&i| entry_boxes(&val.header().entries[i]))
+                        .collect();
+                    let y_true = y_true_tensors(
+                        &boxes,
+                        self.data.input,
+                        &self.data.anchors,
+                        self.data.num_classes(),
+                        &self.device,
+                    )?;
+                    let outputs = self.model.forward_last(&feats)?;
+                    let (_, stats) = self.batch_loss(&outputs, &y_true, freeze)?;
+                    add(stats, idx.len());
+                }
+            }
+            Source::Images((_, val)) => {
+                let nval = val.len();
+                let b = pc.batch_size;
+                let iter = if self.cfg().augmented_validation {
+                    val.epoch(epoch)
+                } else {
+                    val.batches(0, nval.div_ceil(b))
+                };
+                let mut seen = 0usize;
+                for batch in iter {
+                    let batch = batch?;
+                    let mut m = batch.len();
+                    if m == 0 {
+                        continue;
+                    }
+                    let mut x = batch.images;
+                    let mut y_true = batch.y_true;
+                    if !self.cfg().augmented_validation && seen + m > nval {
+                        // The last ordered batch wraps around: keep each image once.
+                        m = nval - seen;
+                        x = x.narrow(0, 0, m)?;
+                        y_true = y_true
+                            .iter()
+                            .map(|t| t.narrow(0, 0, m))
+                            .collect::<candle_core::Result<_>>()?;
+                    }
+                    seen += m;
+                    let x = x.to_device(&self.device)?;
+                    let y_true: Vec<Tensor> = y_true
+                        .iter()
+                        .map(|t| t.to_device(&self.device))
+                        .collect::<candle_core::Result<_>>()?;
+                    let outputs = self.model.forward(&x)?;
+                    let (_, stats) = self.batch_loss(&outputs, &y_true, freeze)?;
+                    add(stats, m);
+                }
+            }
+        }
+        sum.scale(n);
+        sum.l2 = l2;
+        sum.total += l2;
+        Ok(sum)
+    }
+}
+
+enum Source {
+    Cache((BottleneckCache, BottleneckCache)),
+    Images((BatchLoader, BatchLoader)),
+}
+
+/// The first optimised variable whose gradient has a NaN/inf, with the offending sum of squares.
+fn first_non_finite_grad(
+    adam: &Adam,
+    grads: &candle_core::backprop::GradStore,
+) -> Result<Option<(String, f64)>> {
+    let mut norms = Vec::new();
+    let mut names = Vec::new();
+    for (name, var) in adam.vars() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            norms.push(g.sqr()?.sum_all()?.to_dtype(DType::F32)?);
+            names.push(name);
+        }
+    }
+    if norms.is_empty() {
+        return Ok(None);
+    }
+    let v: Vec<f32> = Tensor::stack(&norms, 0)?.to_vec1()?;
+    Ok(v.iter()
+        .zip(names)
+        .find(|(x, _)| !x.is_finite())
+        .map(|(x, n)| (n.to_string(), *x as f64)))
+}
