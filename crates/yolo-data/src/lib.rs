@@ -30,6 +30,7 @@ mod letterbox;
 mod loader;
 mod resize;
 mod true_boxes;
+mod voc;
 
 pub use anchors::{parse_anchors, read_anchors, write_anchors, Anchors};
 pub use annotation::{
@@ -49,3 +50,6 @@ pub use letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
 pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
 pub use resize::{resize_bicubic, resize_bicubic_region, Window};
 pub use true_boxes::{preprocess_true_boxes, YTrue};
+pub use voc::{
+    convert_voc, parse_voc_xml, voc_layout, VocDataset, VocObject, VocOptions, VocRecord,
+};
