@@ -22,6 +22,7 @@ mod anchors;
 mod annotation;
 mod augment;
 mod classes;
+mod coco;
 mod error;
 mod image_io;
 mod input_shape;
@@ -39,6 +40,7 @@ pub use annotation::{
 };
 pub use augment::{augment_with_params, get_random_data, AugmentConfig, AugmentParams, Sample};
 pub use classes::{parse_classes, read_classes, write_classes};
+pub use coco::{convert_coco, parse_coco, CocoDataset, CocoOptions};
 pub use error::DataError;
 pub use image_io::{decode_rgb, load_rgb};
 pub use input_shape::InputShape;
