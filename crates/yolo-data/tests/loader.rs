@@ -1,0 +1,214 @@
+//! The batch loader (keras-yolo3's `data_generator`, parallel): reproducible for a seed whatever
+//! the prefetching, reshuffled per epoch, bad images skipped and reported, tensors in the layouts
+//! the model and loss consume.
+
+use std::path::{Path, PathBuf};
+
+use yolo_data::{
+    Anchors, Annotation, AugmentConfig, BatchLoader, BoxLabel, InputShape, LoaderConfig,
+};
+
+/// Writes `n` small synthetic images (alternately PNG and JPEG, one grayscale) with one box each.
+fn synthetic(dir: &Path, n: usize) -> Vec<Annotation> {
+    (0..n)
+        .map(|k| {
+            let (w, h) = (40 + 3 * k as u32, 30 + 2 * k as u32);
+            let path = dir.join(format!("img{k}.{}", if k % 2 == 0 { "png" } else { "jpg" }));
+            if k == 3 {
+                image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 5 + y) as u8]))
+                    .save(&path)
+                    .unwrap();
+            } else {
+                image::RgbImage::from_fn(w, h, |x, y| {
+                    image::Rgb([(x * 6) as u8, (y * 8) as u8, (k * 20) as u8])
+                })
+                .save(&path)
+                .unwrap();
+            }
+            Annotation {
+                path,
+                boxes: vec![BoxLabel {
+                    x_min: 2.0 + k as f32,
+                    y_min: 3.0,
+                    x_max: 30.0,
+                    y_max: 25.0,
+                    class: k % 2,
+                }],
+                line: k + 1,
+            }
+        })
+        .collect()
+}
+
+fn config(seed: u64, prefetch: usize) -> LoaderConfig {
+    LoaderConfig {
+        batch_size: 4,
+        input: InputShape::new(64, 96).unwrap(),
+        random: true,
+        seed,
+        augment: AugmentConfig::default(),
+        shuffle: true,
+        prefetch,
+    }
+}
+
+/// Every byte of an epoch: images, targets, boxes and paths.
+fn epoch_bytes(
+    loader: &BatchLoader,
+    epoch: usize,
+) -> (Vec<Vec<f32>>, Vec<Vec<BoxLabel>>, Vec<PathBuf>) {
+    let mut floats = Vec::new();
+    let mut boxes = Vec::new();
+    let mut paths = Vec::new();
+    for batch in loader.epoch(epoch) {
+        let batch = batch.unwrap();
+        floats.push(
+            batch
+                .images
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        );
+        for y in &batch.y_true {
+            floats.push(y.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        }
+        boxes.extend(batch.boxes);
+        paths.extend(batch.paths);
+    }
+    (floats, boxes, paths)
+}
+
+#[test]
+fn same_seed_gives_same_bytes_with_or_without_prefetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let anns = synthetic(dir.path(), 8);
+    let a = BatchLoader::new(anns.clone(), config(7, 2), Anchors::yolo_default(), 2).unwrap();
+    let b = BatchLoader::new(anns.clone(), config(7, 0), Anchors::yolo_default(), 2).unwrap();
+    let c = BatchLoader::new(anns, config(8, 2), Anchors::yolo_default(), 2).unwrap();
+    let ea = epoch_bytes(&a, 0);
+    assert_eq!(ea, epoch_bytes(&b, 0));
+    assert_eq!(ea, epoch_bytes(&a, 0), "a second run of the same epoch");
+    assert_ne!(
+        ea.0,
+        epoch_bytes(&c, 0).0,
+        "another seed augments differently"
+    );
+}
+
+#[test]
+fn each_epoch_is_a_new_permutation_of_all_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let anns = synthetic(dir.path(), 8);
+    let loader = BatchLoader::new(anns.clone(), config(3, 1), Anchors::yolo_default(), 2).unwrap();
+    assert_eq!(loader.steps_per_epoch(), 2);
+    let orders: Vec<Vec<PathBuf>> = (0..3).map(|e| epoch_bytes(&loader, e).2).collect();
+    for o in &orders {
+        let mut sorted = o.clone();
+        sorted.sort();
+        let mut all: Vec<PathBuf> = anns.iter().map(|a| a.path.clone()).collect();
+        all.sort();
+        assert_eq!(
+            sorted, all,
+            "8 images, batch 4: each epoch sees every image once"
+        );
+    }
+    assert_ne!(orders[0], orders[1]);
+    assert_ne!(orders[1], orders[2]);
+}
+
+#[test]
+fn batch_tensors_have_model_and_loss_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let anns = synthetic(dir.path(), 5);
+    let mut cfg = config(1, 0);
+    cfg.random = false;
+    cfg.shuffle = false;
+    let loader = BatchLoader::new(anns.clone(), cfg, Anchors::yolo_default(), 2).unwrap();
+    assert_eq!(loader.steps_per_epoch(), 1, "keras: max(1, 5 // 4)");
+    let batches: Vec<_> = loader.epoch(0).map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 1);
+    let b = &batches[0];
+    assert_eq!(b.images.dims(), &[4, 3, 64, 96]);
+    let dims: Vec<Vec<usize>> = b.y_true.iter().map(|t| t.dims().to_vec()).collect();
+    assert_eq!(
+        dims,
+        vec![
+            vec![4, 2, 3, 3, 7],
+            vec![4, 4, 6, 3, 7],
+            vec![4, 8, 12, 3, 7]
+        ]
+    );
+    // No shuffle: the first four lines in order, letterboxed boxes, one object each.
+    let want: Vec<PathBuf> = anns[..4].iter().map(|a| a.path.clone()).collect();
+    assert_eq!(b.paths, want);
+    let objects: f32 = b
+        .y_true
+        .iter()
+        .map(|t| {
+            t.narrow(4, 4, 1)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(objects, 4.0);
+    // Image 0 is 40x30 on 96x64: scale min(2.4, 2.133) -> 85x64 at dx 5, so column 0 is grey.
+    let px = b
+        .images
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .get(10)
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(px.to_scalar::<f32>().unwrap(), (128.0f64 / 255.0) as f32);
+    // The next epoch continues the stream: image 4 first, then the wrap-around to 0, 1, 2.
+    let next: Vec<PathBuf> = loader.epoch(1).next().unwrap().unwrap().paths;
+    let want: Vec<PathBuf> = [4, 0, 1, 2].iter().map(|&k| anns[k].path.clone()).collect();
+    assert_eq!(next, want);
+}
+
+#[test]
+fn undecodable_image_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anns = synthetic(dir.path(), 4);
+    let bad = dir.path().join("corrupt.jpg");
+    std::fs::write(&bad, b"\xff\xd8 definitely not a jpeg").unwrap();
+    anns[2].path = bad.clone();
+    anns[3].path = dir.path().join("missing.png");
+    let loader = BatchLoader::new(anns, config(0, 2), Anchors::yolo_default(), 2).unwrap();
+    let b = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(b.len(), 2);
+    assert_eq!(b.images.dims()[0], 2);
+    assert_eq!(b.y_true[0].dims()[0], 2);
+    let mut skipped: Vec<&PathBuf> = b.skipped.iter().map(|(p, _)| p).collect();
+    skipped.sort();
+    assert_eq!(skipped, vec![&bad, &dir.path().join("missing.png")]);
+    assert!(b
+        .skipped
+        .iter()
+        .all(|(p, why)| why.contains(p.file_name().unwrap().to_str().unwrap())));
+}
+
+#[test]
+fn class_out_of_range_is_an_error_naming_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let anns = synthetic(dir.path(), 4);
+    let loader = BatchLoader::new(anns, config(0, 0), Anchors::yolo_default(), 1).unwrap();
+    let err = loader.epoch(0).next().unwrap().unwrap_err().to_string();
+    assert!(err.contains("class id 1") && err.contains(".jpg"), "{err}");
+}
+
+#[test]
+fn empty_list_and_zero_batch_are_refused() {
+    assert!(BatchLoader::new(vec![], config(0, 0), Anchors::yolo_default(), 1).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(0, 0);
+    cfg.batch_size = 0;
+    assert!(BatchLoader::new(synthetic(dir.path(), 1), cfg, Anchors::yolo_default(), 1).is_err());
+}
