@@ -18,6 +18,35 @@
 //! assert!((xy[0] - 0.5 / 3.0).abs() < 1e-7 && (xy[1] - 0.25).abs() < 1e-7);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The loss of a tiny-YOLO batch (2 outputs, 6 anchors) with no object at all is the no-object
+//! cross-entropy of every slot: with all logits 0, `log 2` per slot.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use yolo_loss::{yolo_loss, LossConfig};
+//!
+//! let dev = Device::Cpu;
+//! // 1 image, 1 class: outputs (1, 3*6, 1, 1) and (1, 3*6, 2, 2) for a 32x32 input.
+//! let outputs = [
+//!     Tensor::zeros((1, 18, 1, 1), DType::F32, &dev)?,
+//!     Tensor::zeros((1, 18, 2, 2), DType::F32, &dev)?,
+//! ];
+//! let y_true = [
+//!     Tensor::zeros((1, 1, 1, 3, 6), DType::F32, &dev)?,
+//!     Tensor::zeros((1, 2, 2, 3, 6), DType::F32, &dev)?,
+//! ];
+//! let anchors = [[10., 14.], [23., 27.], [37., 58.], [81., 82.], [135., 169.], [344., 319.]];
+//! let parts = yolo_loss(&outputs, &y_true, &anchors, 1, &LossConfig::default())?;
+//! let values = parts.values()?;
+//! assert!((values.total - 15.0 * 2f32.ln()).abs() < 1e-5);
+//! assert_eq!(values.xy, vec![0.0, 0.0]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! On the CPU `yolo_loss` runs a fused kernel with its own backward (the loss only reads the
+//! objectness channel of most slots); [`yolo_loss_tensor_ops`] is the same loss written with
+//! candle tensor operations, used on other devices and as the readable reference.
 
 mod config;
 mod cpu;

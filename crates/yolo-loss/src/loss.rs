@@ -10,10 +10,16 @@ use crate::{cpu, tensor_loss, LossConfig, LossError};
 pub struct LossParts {
     /// The total, a scalar: the sum of every component of every layer (what keras-yolo3 returns).
     pub total: Tensor,
-    /// Per layer (layer 0 = stride 32), scalars already divided by the batch size.
+    /// Per layer (layer 0 = stride 32), scalars already divided by the batch size: the centre
+    /// term (sigmoid cross-entropy of tx, ty against the cell offsets, weighted by `2 - w*h`).
     pub xy: Vec<Tensor>,
+    /// Per layer: the size term (half squared error of tw, th against the log-size targets,
+    /// weighted by `2 - w*h`).
     pub wh: Vec<Tensor>,
+    /// Per layer: the objectness term (target 1 at assigned slots, 0 elsewhere times the ignore
+    /// mask).
     pub confidence: Vec<Tensor>,
+    /// Per layer: the class term (independent sigmoid cross-entropies at assigned slots).
     pub class: Vec<Tensor>,
     /// Per layer `(m, gh, gw, A)`, detached: 1 where the no-object confidence term is kept.
     pub ignore_mask: Vec<Tensor>,
@@ -25,10 +31,15 @@ pub struct LossParts {
 /// [`LossParts`] as plain numbers, for logging.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LossValues {
+    /// The total loss.
     pub total: f32,
+    /// Per-layer centre terms.
     pub xy: Vec<f32>,
+    /// Per-layer size terms.
     pub wh: Vec<f32>,
+    /// Per-layer objectness terms.
     pub confidence: Vec<f32>,
+    /// Per-layer class terms.
     pub class: Vec<f32>,
 }
 
