@@ -29,12 +29,8 @@ pub const IOU_THRESHOLDS: [f64; 10] = [
 ];
 
 /// Area ranges `[all, small, medium, large]`, closed at both ends.
-pub const AREA_RANGES: [[f64; 2]; 4] = [
-    [0.0, 1e10],
-    [0.0, 1024.0],
-    [1024.0, 9216.0],
-    [9216.0, 1e10],
-];
+pub const AREA_RANGES: [[f64; 2]; 4] =
+    [[0.0, 1e10], [0.0, 1024.0], [1024.0, 9216.0], [9216.0, 1e10]];
 
 /// The maxDets values of COCOeval.
 pub const MAX_DETS: [usize; 3] = [1, 10, 100];
@@ -109,6 +105,11 @@ struct ImgEval {
     gt_ignore: Vec<bool>,
 }
 
+/// Precision at the 101 recall thresholds per IoU threshold; `None` is COCOeval's -1.
+type Precision = Option<Vec<[f64; 101]>>;
+/// Final recall per IoU threshold; `None` is COCOeval's -1.
+type Recall = Option<Vec<f64>>;
+
 /// `[x, y, w, h]` box as pycocotools keeps it.
 type Xywh = [f64; 4];
 
@@ -180,8 +181,8 @@ pub fn coco_evaluate(set: &EvalSet) -> CocoResult {
     // precision[k][a][m][t] -> Vec of 101 (or None = -1); recall[k][a][m][t].
     let mut per_class = Vec::with_capacity(num_classes);
     // For stats: precision and recall arrays indexed [k][a][m][t][r] / [k][a][m][t].
-    let mut precision: Vec<Vec<Vec<Option<Vec<[f64; 101]>>>>> = Vec::new();
-    let mut recall: Vec<Vec<Vec<Option<Vec<f64>>>>> = Vec::new();
+    let mut precision: Vec<Vec<Vec<Precision>>> = Vec::new();
+    let mut recall: Vec<Vec<Vec<Recall>>> = Vec::new();
     let empty_g: Vec<Gt> = Vec::new();
     let empty_d: Vec<Dt> = Vec::new();
     for k in 0..num_classes {
@@ -257,13 +258,18 @@ pub fn coco_evaluate(set: &EvalSet) -> CocoResult {
 
     // summarize(): means over every entry > -1 (classes without ground truth are left out).
     let ap_stat = |a: usize, t: Option<usize>| -> f64 {
-        let vals = precision.iter().filter_map(|pk| pk[a][2].as_ref()).flat_map(|p| {
-            let rows: Vec<&[f64; 101]> = match t {
-                Some(t) => vec![&p[t]],
-                None => p.iter().collect(),
-            };
-            rows.into_iter().flat_map(|r| r.iter().copied()).collect::<Vec<_>>()
-        });
+        let vals = precision
+            .iter()
+            .filter_map(|pk| pk[a][2].as_ref())
+            .flat_map(|p| {
+                let rows: Vec<&[f64; 101]> = match t {
+                    Some(t) => vec![&p[t]],
+                    None => p.iter().collect(),
+                };
+                rows.into_iter()
+                    .flat_map(|r| r.iter().copied())
+                    .collect::<Vec<_>>()
+            });
         mean_or_minus_one(vals)
     };
     let ar_stat = |a: usize, m: usize| -> f64 {
@@ -312,7 +318,10 @@ fn evaluate_img(gts: &[Gt], dts: &[Dt], range: [f64; 2]) -> Option<ImgEval> {
     }
     let out_of_range = |area: f64| area < range[0] || area > range[1];
     // Ignored objects (crowd or out of range) go last, keeping their relative order.
-    let ignore: Vec<bool> = gts.iter().map(|g| g.crowd || out_of_range(g.area)).collect();
+    let ignore: Vec<bool> = gts
+        .iter()
+        .map(|g| g.crowd || out_of_range(g.area))
+        .collect();
     let mut gt_order: Vec<usize> = (0..gts.len()).collect();
     gt_order.sort_by_key(|&i| ignore[i]);
     let gt_ignore: Vec<bool> = gt_order.iter().map(|&i| ignore[i]).collect();
@@ -379,13 +388,12 @@ fn evaluate_img(gts: &[Gt], dts: &[Dt], range: [f64; 2]) -> Option<ImgEval> {
 /// COCOeval.accumulate for one class, area range and maxDets: precision at the 101 recall
 /// thresholds per IoU threshold, and the final recall per IoU threshold; `None` (-1) when there is
 /// no non-ignored object.
-#[allow(clippy::type_complexity)]
 fn accumulate(
     evals: &[Option<ImgEval>],
     max_det: usize,
     t_n: usize,
     rec_thrs: &[f64; 101],
-) -> (Option<Vec<[f64; 101]>>, Option<Vec<f64>>) {
+) -> (Precision, Recall) {
     let evals: Vec<&ImgEval> = evals.iter().flatten().collect();
     let npig = evals
         .iter()

@@ -42,7 +42,14 @@ pub struct GroundTruth {
 
 impl GroundTruth {
     /// An ordinary (not difficult, not crowd) object.
-    pub fn new(image_id: u64, class_id: usize, x_min: f64, y_min: f64, x_max: f64, y_max: f64) -> Self {
+    pub fn new(
+        image_id: u64,
+        class_id: usize,
+        x_min: f64,
+        y_min: f64,
+        x_max: f64,
+        y_max: f64,
+    ) -> Self {
         GroundTruth {
             image_id,
             class_id,

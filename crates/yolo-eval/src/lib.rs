@@ -18,22 +18,41 @@
 //! ```
 
 pub mod coco;
+pub mod coco_results;
 pub mod dataset;
 pub mod detection;
+pub mod detector;
+pub mod draw;
 pub mod error;
+pub mod evaluate;
+pub mod font;
+pub mod ground_truth;
 pub mod nms;
 pub mod postprocess;
+pub mod pr_curve;
 pub mod report;
 pub mod voc;
 
 pub use coco::{coco_evaluate, CocoClassResult, CocoResult};
+pub use coco_results::{
+    coco_result_entry, coco_results_json, parse_coco_results, read_coco_results, scored_boxes,
+    ImageRef,
+};
 pub use dataset::{EvalImage, EvalSet, GroundTruth, ScoredBox};
 pub use detection::{Detection, Detections};
+pub use detector::Detector;
+pub use draw::{class_color, draw_box, draw_detections, label_text};
 pub use error::{EvalError, Result};
+pub use evaluate::{evaluate_detections, evaluate_map};
+pub use ground_truth::{
+    ground_truth_from_annotations, read_annotation_ground_truth, read_coco_instances,
+    read_ground_truth, read_voc_ground_truth, LoadedGroundTruth,
+};
 pub use nms::{box_iou_yxyx, non_max_suppression};
 pub use postprocess::{
     select_detections, yolo_boxes_and_scores, yolo_correct_boxes, yolo_eval, yolo_eval_batch,
     EvalParams, LetterboxInverse,
 };
+pub use pr_curve::{draw_pr_curve, save_png};
 pub use report::MapReport;
 pub use voc::{voc_evaluate, VocClassResult, VocResult};

@@ -223,8 +223,12 @@ pub fn select_detections(
 ) -> Detections {
     let mut out = Vec::new();
     for class in 0..num_classes {
-        let rows: Vec<usize> = (0..boxes.len())
-            .filter(|&r| scores[r][class] >= params.score_threshold)
+        let rows: Vec<usize> = (0..boxes.len().min(scores.len()))
+            .filter(|&r| {
+                scores[r]
+                    .get(class)
+                    .is_some_and(|s| *s >= params.score_threshold)
+            })
             .collect();
         if rows.is_empty() {
             continue;

@@ -63,7 +63,13 @@ impl MapReport {
     /// as chosen), COCO AP and AP50; then the means and COCO's 12 statistics.
     pub fn table(&self, voc11: bool) -> String {
         let voc_name = if voc11 { "VOC AP50 (11pt)" } else { "VOC AP50" };
-        let width = self.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+        let width = self
+            .classes
+            .iter()
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -71,7 +77,13 @@ impl MapReport {
             "class", "objects", voc_name, "COCO AP", "COCO AP50"
         );
         let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
-        let fmt_coco = |v: f64| if v < 0.0 { "-".to_string() } else { format!("{v:.4}") };
+        let fmt_coco = |v: f64| {
+            if v < 0.0 {
+                "-".to_string()
+            } else {
+                format!("{v:.4}")
+            }
+        };
         for (k, name) in self.classes.iter().enumerate() {
             let v = &self.voc.per_class[k];
             let c = &self.coco.per_class[k];
@@ -86,7 +98,11 @@ impl MapReport {
                 fmt_coco(c.ap50)
             );
         }
-        let map = if voc11 { self.voc.map_11_point } else { self.voc.map_all_point };
+        let map = if voc11 {
+            self.voc.map_11_point
+        } else {
+            self.voc.map_all_point
+        };
         let _ = writeln!(
             s,
             "{:<width$}  {:>7}  {:>15}  {:>9}  {:>9}",

@@ -105,7 +105,9 @@ pub fn voc_ap_11_point(rec: &[f64], prec: &[f64]) -> f64 {
             .zip(prec)
             .filter(|(r, _)| **r >= t)
             .map(|(_, p)| *p)
-            .fold(None, |acc: Option<f64>, p| Some(acc.map_or(p, |a| a.max(p))))
+            .fold(None, |acc: Option<f64>, p| {
+                Some(acc.map_or(p, |a| a.max(p)))
+            })
             .unwrap_or(0.0);
         ap += p / 11.0;
     }
@@ -156,8 +158,10 @@ fn voc_evaluate_class(set: &EvalSet, class_id: usize, iou_threshold: f64) -> Voc
             npos += 1;
         }
     }
-    let mut matched: HashMap<u64, Vec<bool>> =
-        gts.iter().map(|(k, v)| (*k, vec![false; v.len()])).collect();
+    let mut matched: HashMap<u64, Vec<bool>> = gts
+        .iter()
+        .map(|(k, v)| (*k, vec![false; v.len()]))
+        .collect();
 
     let dets: Vec<_> = set
         .detections
@@ -188,7 +192,9 @@ fn voc_evaluate_class(set: &EvalSet, class_id: usize, iou_threshold: f64) -> Voc
                 if gts[&d.image_id][j].1 {
                     ignored += 1;
                 } else {
-                    let m = matched.get_mut(&d.image_id).expect("image has ground truth");
+                    let m = matched
+                        .get_mut(&d.image_id)
+                        .expect("image has ground truth");
                     if m[j] {
                         fp[rank] = 1.0;
                     } else {
@@ -203,7 +209,10 @@ fn voc_evaluate_class(set: &EvalSet, class_id: usize, iou_threshold: f64) -> Voc
     let n_tp = tp.iter().filter(|v| **v > 0.0).count();
     let n_fp = fp.iter().filter(|v| **v > 0.0).count();
 
-    let (mut rec, mut prec) = (Vec::with_capacity(dets.len()), Vec::with_capacity(dets.len()));
+    let (mut rec, mut prec) = (
+        Vec::with_capacity(dets.len()),
+        Vec::with_capacity(dets.len()),
+    );
     let (mut ctp, mut cfp) = (0.0, 0.0);
     for i in 0..dets.len() {
         ctp += tp[i];

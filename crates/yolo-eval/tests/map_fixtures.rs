@@ -90,8 +90,18 @@ fn opt_close(name: &str, what: &str, got: Option<f64>, want: &Value) {
 
 fn check_voc(name: &str, set: &EvalSet, exp: &Value) {
     let r = voc_evaluate(set, f(&exp["iou_threshold"]));
-    close(name, "voc map_all_point", r.map_all_point, f(&exp["map_all_point"]));
-    close(name, "voc map_11_point", r.map_11_point, f(&exp["map_11_point"]));
+    close(
+        name,
+        "voc map_all_point",
+        r.map_all_point,
+        f(&exp["map_all_point"]),
+    );
+    close(
+        name,
+        "voc map_11_point",
+        r.map_11_point,
+        f(&exp["map_11_point"]),
+    );
     let ids: Vec<usize> = exp["map_class_ids"]
         .as_array()
         .unwrap()
@@ -111,15 +121,31 @@ fn check_voc(name: &str, set: &EvalSet, exp: &Value) {
             ("fp", c.fp),
             ("ignored", c.ignored),
         ] {
-            assert_eq!(got as u64, e[field].as_u64().unwrap(), "{name}: {ctx} {field}");
+            assert_eq!(
+                got as u64,
+                e[field].as_u64().unwrap(),
+                "{name}: {ctx} {field}"
+            );
         }
-        opt_close(name, &format!("{ctx} ap_all_point"), c.ap_all_point, &e["ap_all_point"]);
-        opt_close(name, &format!("{ctx} ap_11_point"), c.ap_11_point, &e["ap_11_point"]);
+        opt_close(
+            name,
+            &format!("{ctx} ap_all_point"),
+            c.ap_all_point,
+            &e["ap_all_point"],
+        );
+        opt_close(
+            name,
+            &format!("{ctx} ap_11_point"),
+            c.ap_11_point,
+            &e["ap_11_point"],
+        );
         for (field, got) in [("recall", &c.recall), ("precision", &c.precision)] {
             let Some(want) = e[field].as_array() else {
                 continue; // null: npos == 0 or order-dependent within tied scores
             };
-            let got = got.as_ref().unwrap_or_else(|| panic!("{name}: {ctx} {field} missing"));
+            let got = got
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: {ctx} {field} missing"));
             assert_eq!(got.len(), want.len(), "{name}: {ctx} {field} length");
             for (i, (g, w)) in got.iter().zip(want).enumerate() {
                 close(name, &format!("{ctx} {field}[{i}]"), *g, f(w));
@@ -139,8 +165,16 @@ fn check_coco(name: &str, set: &EvalSet, exp: &Value) {
         let k = e["class_id"].as_u64().unwrap() as usize;
         let c = &r.per_class[k];
         let ctx = format!("coco class {k}");
-        assert_eq!(c.num_gt as u64, e["num_gt"].as_u64().unwrap(), "{name}: {ctx} num_gt");
-        assert_eq!(c.num_crowd as u64, e["num_crowd"].as_u64().unwrap(), "{name}: {ctx}");
+        assert_eq!(
+            c.num_gt as u64,
+            e["num_gt"].as_u64().unwrap(),
+            "{name}: {ctx} num_gt"
+        );
+        assert_eq!(
+            c.num_crowd as u64,
+            e["num_crowd"].as_u64().unwrap(),
+            "{name}: {ctx}"
+        );
         assert_eq!(
             c.num_detections as u64,
             e["num_detections"].as_u64().unwrap(),
@@ -159,16 +193,36 @@ fn check_coco(name: &str, set: &EvalSet, exp: &Value) {
         ] {
             close(name, &format!("{ctx} {field}"), got, f(&e[field]));
         }
-        for (t, w) in e["ap_per_iou_threshold"].as_array().unwrap().iter().enumerate() {
-            close(name, &format!("{ctx} ap@iou[{t}]"), c.ap_per_iou_threshold[t], f(w));
+        for (t, w) in e["ap_per_iou_threshold"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            close(
+                name,
+                &format!("{ctx} ap@iou[{t}]"),
+                c.ap_per_iou_threshold[t],
+                f(w),
+            );
         }
     }
 }
 
 fn check_thresholds(exp: &Value) {
-    let iou: Vec<f64> = exp["iou_thresholds"].as_array().unwrap().iter().map(f).collect();
+    let iou: Vec<f64> = exp["iou_thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect();
     assert_eq!(iou, yolo_eval::coco::IOU_THRESHOLDS.to_vec());
-    let rec: Vec<f64> = exp["recall_thresholds"].as_array().unwrap().iter().map(f).collect();
+    let rec: Vec<f64> = exp["recall_thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect();
     assert_eq!(rec, yolo_eval::coco::recall_thresholds().to_vec());
 }
 
@@ -179,8 +233,18 @@ fn run_case(name: &str) {
     check_thresholds(&exp["coco"]);
     // The report's JSON carries the same figures.
     let j = MapReport::evaluate(&set).to_json();
-    close(name, "json voc.map", f(&j["voc"]["map"]), f(&exp["voc"]["map_all_point"]));
-    close(name, "json coco.stats[0]", f(&j["coco"]["stats"][0]), f(&exp["coco"]["stats"][0]));
+    close(
+        name,
+        "json voc.map",
+        f(&j["voc"]["map"]),
+        f(&exp["voc"]["map_all_point"]),
+    );
+    close(
+        name,
+        "json coco.stats[0]",
+        f(&j["coco"]["stats"][0]),
+        f(&exp["coco"]["stats"][0]),
+    );
 }
 
 #[test]
@@ -221,7 +285,9 @@ fn map_fixture_random_50img_3cls() {
 /// Every file in the folder is covered by a test above.
 #[test]
 fn map_fixture_folder_has_no_untested_case() {
-    let Some(dir) = shared_path("fixtures/map") else { return };
+    let Some(dir) = shared_path("fixtures/map") else {
+        return;
+    };
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

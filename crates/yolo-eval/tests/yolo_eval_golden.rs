@@ -75,17 +75,18 @@ fn yolo_correct_boxes_rounds_half_to_even_like_keras() {
     correct_case("correct_416x416_img101x832_halfround");
 }
 
-/// Loads an eval fixture: NCHW outputs, anchors, image (h, w), params.
-fn eval_inputs(
-    name: &str,
-) -> Option<(
+/// An eval fixture: NCHW outputs, anchors, image (h, w), classes, params, and all its tensors.
+type EvalInputs = (
     Vec<Tensor>,
     Vec<[f32; 2]>,
     (f32, f32),
     usize,
     EvalParams,
     std::collections::HashMap<String, FixtureTensor>,
-)> {
+);
+
+/// Loads an eval fixture.
+fn eval_inputs(name: &str) -> Option<EvalInputs> {
     let p = keras_fixture(&format!("decode/{name}.safetensors"))?;
     let t = read_tensors(&p);
     let meta = read_json(&p.with_extension("json"));
@@ -164,7 +165,7 @@ fn yolo_eval_rejects_wrong_layer_count_and_batch() {
     let raw = Tensor::zeros((1, 18, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
     let anchors = [[10.0, 13.0]; 9];
     let err = yolo_eval(
-        &[raw.clone()],
+        std::slice::from_ref(&raw),
         &anchors,
         1,
         (64.0, 64.0),
