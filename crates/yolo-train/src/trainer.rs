@@ -80,6 +80,14 @@ fn build_model(
     Ok((varmap, model, model_cfg))
 }
 
+/// `save_checkpoint` (atomic) after creating the parent directory.
+fn save_weights(varmap: &VarMap, path: &Path) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| TrainError::io(d, e))?;
+    }
+    Ok(save_checkpoint(varmap, path)?)
+}
+
 /// Loads initial weights (darknet `.weights` or safetensors, partially) and returns the report.
 pub fn load_initial_weights(
     varmap: &VarMap,
@@ -327,7 +335,7 @@ impl Trainer {
             if self.state.checkpoint.on_epoch_end(val.total) {
                 let dir = self.run_dir.join("checkpoints").join(phase.name());
                 let p = dir.join(ModelCheckpoint::file_name(epoch, train.total, val.total));
-                save_checkpoint(&self.varmap, &p)?;
+                save_weights(&self.varmap, &p)?;
             }
             if let Some(pl) = self.state.plateau.as_mut() {
                 if let Some(new_lr) = pl.on_epoch_end(val.total, adam.learning_rate()) {
@@ -368,7 +376,7 @@ impl Trainer {
 
     fn save_latest(&mut self, phase: PhaseKind, epoch: usize, adam: &Adam) -> Result<()> {
         let (w, o) = RunState::last_files(phase, epoch);
-        save_checkpoint(&self.varmap, &self.run_dir.join(&w))?;
+        save_weights(&self.varmap, &self.run_dir.join(&w))?;
         adam.save(&self.run_dir.join(&o))?;
         self.state.weights = Some(w);
         self.state.optimizer = Some(o);
@@ -381,7 +389,7 @@ impl Trainer {
 
     fn finish_phase(&mut self, phase: PhaseKind) -> Result<()> {
         let wf = PathBuf::from(phase.weights_file());
-        save_checkpoint(&self.varmap, &self.run_dir.join(&wf))?;
+        save_weights(&self.varmap, &self.run_dir.join(&wf))?;
         if self.cfg().eval_map {
             let t = Instant::now();
             let map = voc_map(
