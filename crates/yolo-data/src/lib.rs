@@ -21,6 +21,7 @@
 mod anchors;
 mod annotation;
 mod augment;
+mod check;
 mod classes;
 mod coco;
 mod error;
@@ -30,6 +31,7 @@ mod kmeans;
 mod letterbox;
 mod loader;
 mod resize;
+mod synth;
 mod true_boxes;
 mod voc;
 
@@ -39,6 +41,9 @@ pub use annotation::{
     read_annotations, write_annotations, Annotation, BoxLabel, MAX_BOXES_PER_LINE,
 };
 pub use augment::{augment_with_params, get_random_data, AugmentConfig, AugmentParams, Sample};
+pub use check::{
+    check_annotation_bytes, check_dataset, CheckOptions, CheckReport, Problem, ProblemKind,
+};
 pub use classes::{parse_classes, read_classes, write_classes};
 pub use coco::{convert_coco, parse_coco, CocoDataset, CocoOptions};
 pub use error::DataError;
@@ -51,6 +56,10 @@ pub use kmeans::{
 pub use letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
 pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
 pub use resize::{resize_bicubic, resize_bicubic_region, Window};
+pub use synth::{
+    hsv_to_rgb, rgb_to_hsv, synth_image, write_synth, SynthConfig, SynthDataset, SynthFormat,
+    SynthShape, HUE_HALF_RANGE,
+};
 pub use true_boxes::{preprocess_true_boxes, YTrue};
 pub use voc::{
     convert_voc, parse_voc_xml, voc_layout, VocDataset, VocObject, VocOptions, VocRecord,
