@@ -6,6 +6,8 @@
 use clap::{Parser, Subcommand};
 
 // -- list 1: modules
+mod detect;
+mod eval;
 mod info;
 
 /// Train and use YOLOv3 detectors: a Rust re-creation of keras-yolo3's training pipeline.
@@ -20,6 +22,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     // -- list 2: variants
+    /// Detect objects in images: draw the boxes and write a COCO results file.
+    Detect(detect::Args),
+    /// VOC and COCO mAP of a model on annotations, or of a results file against ground truth.
+    Eval(eval::Args),
     /// Print the version and the devices this build supports.
     Info(info::Args),
 }
@@ -28,6 +34,8 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         // -- list 3: dispatch
+        Command::Detect(a) => detect::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Info(a) => info::run(a),
     }
 }

@@ -1,0 +1,154 @@
+//! `yolo eval`: VOC AP@0.5 (all-point, or 11-point with `--voc11`) and COCO mAP@[.5:.95], either of
+//! a model on an annotation file (`--weights ... --annotations FILE`) or of a results file against
+//! ground truth (`--detections RESULTS.json --ground-truth GT`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use yolo_data::InputShape;
+use yolo_eval::{
+    draw_pr_curve, evaluate_map, read_coco_results, read_ground_truth, save_png, Detector,
+    EvalParams, MapReport,
+};
+
+/// Options of `yolo eval`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model weights (model mode; needs --annotations, --classes, --anchors).
+    #[arg(long, requires_all = ["annotations", "classes", "anchors"], conflicts_with = "detections")]
+    pub weights: Option<PathBuf>,
+    /// keras-yolo3 annotation file to evaluate the model on.
+    #[arg(long)]
+    pub annotations: Option<PathBuf>,
+    /// COCO results file (`image_id` an integer id or a file name), evaluated without a model.
+    #[arg(long, requires = "ground_truth")]
+    pub detections: Option<PathBuf>,
+    /// Ground truth for --detections: an annotation file, a VOC folder (both need --classes; results'
+    /// category_id is the 0-based line of the classes file) or a COCO instances JSON.
+    #[arg(long)]
+    pub ground_truth: Option<PathBuf>,
+    /// Classes file, one name per line.
+    #[arg(long)]
+    pub classes: Option<PathBuf>,
+    /// Anchors file (model mode).
+    #[arg(long)]
+    pub anchors: Option<PathBuf>,
+    /// The model is tiny YOLOv3.
+    #[arg(long)]
+    pub tiny: bool,
+    /// Network input size (model mode).
+    #[arg(long, default_value_t = 416)]
+    pub input_size: usize,
+    /// Score threshold in model mode (low: mAP needs the whole ranking).
+    #[arg(long, default_value_t = 0.001)]
+    pub score: f32,
+    /// IoU threshold of the per-class NMS in model mode.
+    #[arg(long, default_value_t = 0.45)]
+    pub iou: f32,
+    /// Most boxes per class and image in model mode.
+    #[arg(long, default_value_t = 100)]
+    pub max_boxes: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Device: cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write one precision-recall curve PNG per class (VOC, IoU 0.5) into this folder.
+    #[arg(long)]
+    pub pr_curves: Option<PathBuf>,
+    /// Show the VOC2007 11-point AP in the table instead of the all-point AP.
+    #[arg(long)]
+    pub voc11: bool,
+}
+
+/// A file-name-safe version of a class name.
+fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn evaluate(args: &Args) -> anyhow::Result<MapReport> {
+    if let Some(weights) = &args.weights {
+        let (Some(ann), Some(classes), Some(anchors)) =
+            (&args.annotations, &args.classes, &args.anchors)
+        else {
+            bail!("--weights needs --annotations, --classes and --anchors");
+        };
+        let input = InputShape::new(args.input_size, args.input_size)?;
+        let model = super::detect::load_model(weights, classes, anchors, args.tiny, &args.device)?;
+        let annotations = yolo_data::read_annotations(ann)?;
+        // Fail early, naming the file and line, on a class id the classes file does not have.
+        yolo_eval::ground_truth_from_annotations(&annotations, &model.classes, ann)?;
+        let detector = Detector {
+            forward: |x: &candle_core::Tensor| model.body.forward(x),
+            anchors: model.anchors.clone(),
+            num_classes: model.classes.len(),
+            input,
+            params: EvalParams {
+                score_threshold: args.score,
+                iou_threshold: args.iou,
+                max_boxes: args.max_boxes,
+            },
+            device: model.device.clone(),
+        };
+        Ok(evaluate_map(
+            &annotations,
+            &model.classes,
+            args.batch_size,
+            |imgs| detector.detect(imgs),
+        )?)
+    } else if let Some(det_path) = &args.detections {
+        let gt_path = args
+            .ground_truth
+            .as_ref()
+            .context("--detections needs --ground-truth")?;
+        let classes = match &args.classes {
+            Some(c) => Some(yolo_data::read_classes(c)?),
+            None => None,
+        };
+        let gt = read_ground_truth(gt_path, classes.as_deref())?;
+        let mut set = gt.set.clone();
+        set.detections = read_coco_results(det_path, &gt)?;
+        Ok(MapReport::evaluate(&set))
+    } else {
+        bail!("give either --weights W --annotations FILE (with --classes, --anchors) or --detections RESULTS.json --ground-truth GT");
+    }
+}
+
+/// Runs the evaluation, prints the per-class table and writes the requested files.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let report = evaluate(&args)?;
+    print!("{}", report.table(args.voc11));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report.to_json())?;
+        std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.pr_curves {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+        for (k, name) in report.classes.iter().enumerate() {
+            let c = &report.voc.per_class[k];
+            let (Some(rec), Some(prec), Some(ap)) = (&c.recall, &c.precision, c.ap_all_point)
+            else {
+                continue; // no non-difficult object: no curve
+            };
+            let img = draw_pr_curve(rec, prec, &format!("{name} AP {ap:.3}"));
+            let path = dir.join(format!("pr_{k}_{}.png", safe_name(name)));
+            save_png(&img, &path)?;
+        }
+        println!("wrote PR curves to {}", dir.display());
+    }
+    Ok(())
+}

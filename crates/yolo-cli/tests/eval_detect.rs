@@ -1,0 +1,284 @@
+//! `yolo eval --detections` on fixtures/map cases written out as files, and `yolo detect` end to end
+//! on a tiny randomly initialised model.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use yolo_testutil::{read_json, shared_path};
+
+fn yolo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_yolo"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run yolo");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "yolo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn close(got: &Value, want: &Value, what: &str) {
+    let (g, w) = (got.as_f64().unwrap(), want.as_f64().unwrap());
+    assert!((g - w).abs() < 1e-9, "{what}: got {g}, expected {w}");
+}
+
+/// Results file entries of a fixture, with `image_id` as given by `image_ref`.
+fn results(fx: &Value, image_ref: impl Fn(u64) -> Value, cat_offset: i64) -> Value {
+    Value::Array(
+        fx["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let (x0, y0) = (d["x_min"].as_f64().unwrap(), d["y_min"].as_f64().unwrap());
+                let (x1, y1) = (d["x_max"].as_f64().unwrap(), d["y_max"].as_f64().unwrap());
+                json!({
+                    "image_id": image_ref(d["image_id"].as_u64().unwrap()),
+                    "category_id": d["class_id"].as_i64().unwrap() + cat_offset,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": d["score"],
+                })
+            })
+            .collect(),
+    )
+}
+
+fn check_report(report: &Value, fx: &Value) {
+    let exp = &fx["expected"];
+    close(
+        &report["voc"]["map"],
+        &exp["voc"]["map_all_point"],
+        "voc map",
+    );
+    close(
+        &report["voc"]["map_11"],
+        &exp["voc"]["map_11_point"],
+        "voc map_11",
+    );
+    for (i, s) in exp["coco"]["stats"].as_array().unwrap().iter().enumerate() {
+        close(&report["coco"]["stats"][i], s, &format!("coco stats[{i}]"));
+    }
+    for c in exp["coco"]["per_class"].as_array().unwrap() {
+        let k = c["class_id"].as_u64().unwrap() as usize;
+        let name = fx["classes"][k]["name"].as_str().unwrap();
+        close(
+            &report["coco"]["ap"][name],
+            &c["ap"],
+            &format!("coco ap {name}"),
+        );
+        close(
+            &report["coco"]["ap50"][name],
+            &c["ap50"],
+            &format!("coco ap50 {name}"),
+        );
+    }
+}
+
+#[test]
+fn eval_detections_against_coco_instances_json_matches_the_fixture() {
+    let Some(p) = shared_path("fixtures/map/random_50img_3cls.json") else {
+        return;
+    };
+    let fx = read_json(&p);
+    let dir = tempfile::tempdir().unwrap();
+    // COCO instances with category ids shifted by 1 (COCO ids need not start at 0).
+    let gt = json!({
+        "images": fx["images"],
+        "categories": fx["classes"].as_array().unwrap().iter()
+            .map(|c| json!({"id": c["id"].as_i64().unwrap() + 1, "name": c["name"]})).collect::<Vec<_>>(),
+        "annotations": fx["ground_truth"].as_array().unwrap().iter().enumerate().map(|(i, g)| {
+            let (x0, y0) = (g["x_min"].as_f64().unwrap(), g["y_min"].as_f64().unwrap());
+            let (w, h) = (g["x_max"].as_f64().unwrap() - x0, g["y_max"].as_f64().unwrap() - y0);
+            json!({"id": i + 1, "image_id": g["image_id"], "category_id": g["class_id"].as_i64().unwrap() + 1,
+                   "bbox": [x0, y0, w, h], "area": w * h, "iscrowd": if g["iscrowd"].as_bool().unwrap() {1} else {0}})
+        }).collect::<Vec<_>>(),
+    });
+    let gt_path = dir.path().join("instances.json");
+    std::fs::write(&gt_path, gt.to_string()).unwrap();
+    let res_path = dir.path().join("results.json");
+    std::fs::write(&res_path, results(&fx, |id| json!(id), 1).to_string()).unwrap();
+    let json_path = dir.path().join("report.json");
+    let curves = dir.path().join("curves");
+    let stdout = run_ok(yolo().args([
+        "eval",
+        "--detections",
+        res_path.to_str().unwrap(),
+        "--ground-truth",
+        gt_path.to_str().unwrap(),
+        "--json",
+        json_path.to_str().unwrap(),
+        "--pr-curves",
+        curves.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("mAP"), "{stdout}");
+    check_report(&read_json(&json_path), &fx);
+    let pngs = std::fs::read_dir(&curves).unwrap().count();
+    assert_eq!(pngs, 3, "one PR curve per class");
+}
+
+#[test]
+fn eval_detections_against_annotation_file_with_file_name_ids() {
+    let Some(p) = shared_path("fixtures/map/missed_duplicates.json") else {
+        return;
+    };
+    let fx = read_json(&p);
+    let dir = tempfile::tempdir().unwrap();
+    let images = fx["images"].as_array().unwrap();
+    let name_of = |id: u64| -> String {
+        let im = images
+            .iter()
+            .find(|i| i["id"].as_u64() == Some(id))
+            .unwrap();
+        format!("data/{}", im["file_name"].as_str().unwrap())
+    };
+    // One annotation line per image, in id order (line n = image n of the fixture's order).
+    let mut lines = String::new();
+    for im in images {
+        let id = im["id"].as_u64().unwrap();
+        lines.push_str(&name_of(id));
+        for g in fx["ground_truth"].as_array().unwrap() {
+            if g["image_id"].as_u64() == Some(id) {
+                lines.push_str(&format!(
+                    " {},{},{},{},{}",
+                    g["x_min"], g["y_min"], g["x_max"], g["y_max"], g["class_id"]
+                ));
+            }
+        }
+        lines.push('\n');
+    }
+    let ann = dir.path().join("val.txt");
+    std::fs::write(&ann, lines).unwrap();
+    let classes = dir.path().join("classes.txt");
+    let names: Vec<&str> = fx["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    std::fs::write(&classes, names.join("\n") + "\n").unwrap();
+    let res_path = dir.path().join("results.json");
+    // image_id as a bare file name: matched by last path component.
+    let by_name = |id: u64| {
+        json!(Path::new(&name_of(id))
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap())
+    };
+    std::fs::write(&res_path, results(&fx, by_name, 0).to_string()).unwrap();
+    let json_path = dir.path().join("report.json");
+    let stdout = run_ok(yolo().args([
+        "eval",
+        "--detections",
+        res_path.to_str().unwrap(),
+        "--ground-truth",
+        ann.to_str().unwrap(),
+        "--classes",
+        classes.to_str().unwrap(),
+        "--json",
+        json_path.to_str().unwrap(),
+        "--voc11",
+    ]));
+    assert!(stdout.contains("11pt"), "{stdout}");
+    check_report(&read_json(&json_path), &fx);
+}
+
+#[test]
+fn eval_reports_a_bad_results_file_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = dir.path().join("val.txt");
+    std::fs::write(&ann, "a.jpg 1,1,9,9,0\n").unwrap();
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "thing\n").unwrap();
+    let res = dir.path().join("bad_results.json");
+    std::fs::write(
+        &res,
+        r#"[{"image_id": "zzz.jpg", "category_id": 0, "bbox": [1, 1, 8, 8], "score": 0.5}]"#,
+    )
+    .unwrap();
+    let out = yolo()
+        .args([
+            "eval",
+            "--detections",
+            res.to_str().unwrap(),
+            "--ground-truth",
+            ann.to_str().unwrap(),
+            "--classes",
+            classes.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad_results.json") && err.contains("zzz.jpg"),
+        "{err}"
+    );
+}
+
+#[test]
+fn detect_draws_images_and_writes_coco_results_with_a_tiny_model() {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    let dir = tempfile::tempdir().unwrap();
+    // A randomly initialised tiny model with 2 classes, saved as a checkpoint.
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    yolo_model::tiny_yolo_body(&yolo_model::YoloConfig::tiny(2), vb).unwrap();
+    let weights = dir.path().join("w.safetensors");
+    yolo_model::save_checkpoint(&varmap, &weights).unwrap();
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "cat\ndog\n").unwrap();
+    let anchors = dir.path().join("anchors.txt");
+    std::fs::write(&anchors, "10,14, 23,27, 37,58, 81,82, 135,169, 344,319\n").unwrap();
+    // One colour image and one grayscale image of other sizes, in a folder.
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    image::RgbImage::from_fn(80, 50, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 100]))
+        .save(imgs.join("a.png"))
+        .unwrap();
+    image::GrayImage::from_fn(40, 70, |x, y| image::Luma([(x + y) as u8]))
+        .save(imgs.join("b.png"))
+        .unwrap();
+    let out = dir.path().join("out");
+    run_ok(yolo().args([
+        "detect",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--classes",
+        classes.to_str().unwrap(),
+        "--anchors",
+        anchors.to_str().unwrap(),
+        "--tiny",
+        "--input-size",
+        "64",
+        "--score",
+        "0",
+        "--max-boxes",
+        "2",
+        "--batch-size",
+        "2",
+        imgs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let a = image::open(out.join("a.png")).unwrap();
+    assert_eq!((a.width(), a.height()), (80, 50));
+    let b = image::open(out.join("b.png")).unwrap();
+    assert_eq!((b.width(), b.height()), (40, 70));
+    let res = read_json(&out.join("detections.json"));
+    let res = res.as_array().unwrap();
+    // Score threshold 0: every class keeps its 2 best boxes in each image.
+    assert_eq!(res.len(), 2 * 2 * 2);
+    for r in res {
+        assert!(r["image_id"].as_str().unwrap().ends_with(".png"));
+        assert!(r["category_id"].as_i64().unwrap() < 2);
+        assert_eq!(r["bbox"].as_array().unwrap().len(), 4);
+        assert!(r["score"].as_f64().unwrap() > 0.0);
+    }
+}
