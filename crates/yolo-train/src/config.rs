@@ -88,6 +88,14 @@ pub struct PhaseConfig {
     /// Shuffle the training samples each epoch (keras-yolo3's bottleneck generator does not;
     /// its image generator does).
     pub shuffle: bool,
+    /// Augment training images (`get_random_data(random=True)`); off uses the letterbox path.
+    /// Ignored by the bottleneck phase, whose cache is never augmented.
+    #[serde(default = "yes")]
+    pub augment: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl PhaseConfig {
@@ -101,6 +109,7 @@ impl PhaseConfig {
             freeze_body: 0,
             plateau_and_early_stopping: false,
             shuffle: true,
+            augment: true,
         }
     }
 
@@ -114,6 +123,7 @@ impl PhaseConfig {
             freeze_body: 2,
             plateau_and_early_stopping: false,
             shuffle: true,
+            augment: true,
         }
     }
 
@@ -127,6 +137,7 @@ impl PhaseConfig {
             freeze_body: 2,
             plateau_and_early_stopping: false,
             shuffle: true,
+            augment: true,
         }
     }
 
@@ -140,6 +151,7 @@ impl PhaseConfig {
             freeze_body: 0,
             plateau_and_early_stopping: true,
             shuffle: true,
+            augment: true,
         }
     }
 }

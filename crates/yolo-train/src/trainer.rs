@@ -485,7 +485,7 @@ impl Trainer {
             LoaderConfig {
                 batch_size: pc.batch_size,
                 input: self.data.input,
-                random: true,
+                random: pc.augment,
                 seed,
                 augment: AugmentConfig::default(),
                 shuffle: pc.shuffle,

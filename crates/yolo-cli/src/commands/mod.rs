@@ -6,6 +6,9 @@
 use clap::{Parser, Subcommand};
 
 // -- list 1: modules
+mod convert;
+mod demo;
+mod train;
 mod detect;
 mod eval;
 mod info;
@@ -22,6 +25,12 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     // -- list 2: variants
+    /// Train with keras-yolo3's train_bottleneck.py schedule (bottleneck, frozen, unfreeze).
+    Train(train::Args),
+    /// Generate synthetic data, train a tiny model through every phase, report held-out mAP.
+    Demo(demo::Args),
+    /// Convert darknet .weights <-> safetensors.
+    Convert(convert::Args),
     /// Detect objects in images: draw the boxes and write a COCO results file.
     Detect(detect::Args),
     /// VOC and COCO mAP of a model on annotations, or of a results file against ground truth.
@@ -34,6 +43,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         // -- list 3: dispatch
+        Command::Train(a) => train::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Convert(a) => convert::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Info(a) => info::run(a),
