@@ -219,3 +219,161 @@ fn leaky_relu_derivative_at_zero_is_slope() -> Result<()> {
     assert_eq!(gx, vec![0.1, 0.1, 1.0, 0.1]);
     Ok(())
 }
+
+/// candle-composed training batch norm + darknet leaky, the reference for the fused op.
+fn bn_leaky_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let c = gamma.elem_count();
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+    let z = centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    z.maximum(&(&z * 0.1)?)
+}
+
+/// `sum(f(x, p, q) * r)` and its gradients for x, p, q.
+fn grads3(
+    f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    p: &Tensor,
+    q: &Tensor,
+    r: &Tensor,
+) -> Result<(Tensor, [Tensor; 3])> {
+    let vars = [
+        Var::from_tensor(x)?,
+        Var::from_tensor(p)?,
+        Var::from_tensor(q)?,
+    ];
+    let y = f(
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+    )?;
+    let g = (&y * r)?.sum_all()?.backward()?;
+    let get = |v: &Var| g.get(v.as_tensor()).expect("gradient").clone();
+    Ok((y, [get(&vars[0]), get(&vars[1]), get(&vars[2])]))
+}
+
+const BN_SHAPES: &[[usize; 4]] = &[[1, 3, 5, 7], [3, 4, 3, 3], [3, 2, 9, 11], [1, 5, 1, 3]];
+
+#[test]
+fn batch_norm_leaky_train_matches_candle_and_statistics() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(21);
+    for dims in BN_SHAPES {
+        let c = dims[1];
+        let x = (rand_tensor(&mut rng, dims)? * 3.0)?;
+        let gamma = (rand_tensor(&mut rng, &[c])? + 1.5)?;
+        let beta = rand_tensor(&mut rng, &[c])?;
+        let r = rand_tensor(&mut rng, dims)?;
+        let fused = |x: &Tensor, g: &Tensor, b: &Tensor| {
+            Ok(ops::batch_norm_leaky_train(x, g, b, 1e-3, 0.1)?.0)
+        };
+        let (y, g) = grads3(fused, &x, &gamma, &beta, &r)?;
+        let (y_ref, g_ref) = grads3(
+            |x, g, b| bn_leaky_reference(x, g, b, 1e-3),
+            &x,
+            &gamma,
+            &beta,
+            &r,
+        )?;
+        assert!(max_rel_err(&y, &y_ref)? < 1e-5, "forward {dims:?}");
+        for (i, name) in ["dx", "dgamma", "dbeta"].iter().enumerate() {
+            assert!(max_rel_err(&g[i], &g_ref[i])? < 1e-4, "{name} {dims:?}");
+        }
+        let (_, mean, var) = ops::batch_norm_leaky_train(&x, &gamma, &beta, 1e-3, 0.1)?;
+        let mean_ref = x.mean_keepdim((0, 2, 3))?.flatten_all()?;
+        let var_ref = x
+            .broadcast_sub(&x.mean_keepdim((0, 2, 3))?)?
+            .sqr()?
+            .mean_keepdim((0, 2, 3))?
+            .flatten_all()?;
+        assert!(max_rel_err(&mean, &mean_ref)? < 1e-6, "mean {dims:?}");
+        assert!(max_rel_err(&var, &var_ref)? < 1e-5, "biased var {dims:?}");
+    }
+    Ok(())
+}
+
+/// Finite differences of `sum(f(x, p, q) * r)` for each of the three arguments.
+fn check_fd3(
+    f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Copy,
+    args: [(Vec<f32>, Vec<usize>); 3],
+    rs: &[f32],
+    eps: f32,
+    tol: f32,
+    what: &str,
+) -> Result<()> {
+    let t = |i: usize, v: &[f32]| Tensor::from_vec(v.to_vec(), &args[i].1[..], &Device::Cpu);
+    let (x, p, q) = (t(0, &args[0].0)?, t(1, &args[1].0)?, t(2, &args[2].0)?);
+    let r = t(0, rs)?;
+    let (_, g) = grads3(f, &x, &p, &q, &r)?;
+    let fd = [
+        finite_diff(&args[0].0, eps, |v| {
+            weighted_sum(&f(&t(0, v)?, &p, &q)?, rs)
+        })?,
+        finite_diff(&args[1].0, eps, |v| {
+            weighted_sum(&f(&x, &t(1, v)?, &q)?, rs)
+        })?,
+        finite_diff(&args[2].0, eps, |v| {
+            weighted_sum(&f(&x, &p, &t(2, v)?)?, rs)
+        })?,
+    ];
+    for i in 0..3 {
+        assert_close(&g[i], &fd[i], tol, &format!("{what} argument {i}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn batch_norm_leaky_train_matches_finite_differences() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(23);
+    for dims in [[1usize, 2, 3, 5], [3, 3, 2, 3]] {
+        let (n, c) = (dims.iter().product::<usize>(), dims[1]);
+        let xs: Vec<f32> = rand_vec(&mut rng, n).iter().map(|v| v * 2.0).collect();
+        let gs: Vec<f32> = rand_vec(&mut rng, c).iter().map(|v| v + 1.5).collect();
+        let bs = rand_vec(&mut rng, c);
+        let rs = rand_vec(&mut rng, n);
+        let f = |x: &Tensor, g: &Tensor, b: &Tensor| {
+            Ok(ops::batch_norm_leaky_train(x, g, b, 1e-3, 0.1)?.0)
+        };
+        let args = [(xs, dims.to_vec()), (gs, vec![c]), (bs, vec![c])];
+        check_fd3(f, args, &rs, 1e-3, 2e-2, &format!("bn {dims:?}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn affine_leaky_matches_candle_and_finite_differences() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(29);
+    for dims in BN_SHAPES {
+        let c = dims[1];
+        let x = rand_tensor(&mut rng, dims)?;
+        let scale = rand_tensor(&mut rng, &[c])?;
+        let shift = rand_tensor(&mut rng, &[c])?;
+        let r = rand_tensor(&mut rng, dims)?;
+        let reference = |x: &Tensor, s: &Tensor, t: &Tensor| {
+            let z = x
+                .broadcast_mul(&s.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&t.reshape((1, c, 1, 1))?)?;
+            z.maximum(&(&z * 0.1)?)
+        };
+        let fused = |x: &Tensor, s: &Tensor, t: &Tensor| ops::affine_leaky(x, s, t, 0.1);
+        let (y, g) = grads3(fused, &x, &scale, &shift, &r)?;
+        let (y_ref, g_ref) = grads3(reference, &x, &scale, &shift, &r)?;
+        assert!(max_rel_err(&y, &y_ref)? < 1e-6, "forward {dims:?}");
+        for i in 0..3 {
+            assert!(max_rel_err(&g[i], &g_ref[i])? < 1e-5, "grad {i} {dims:?}");
+        }
+    }
+    let dims = [3usize, 2, 3, 3];
+    let n = dims.iter().product();
+    let args = [
+        (rand_vec(&mut rng, n), dims.to_vec()),
+        (rand_vec(&mut rng, 2), vec![2]),
+        (rand_vec(&mut rng, 2), vec![2]),
+    ];
+    let rs = rand_vec(&mut rng, n);
+    let f = |x: &Tensor, s: &Tensor, t: &Tensor| ops::affine_leaky(x, s, t, 0.1);
+    check_fd3(f, args, &rs, 1e-3, 1e-2, "affine_leaky")
+}

@@ -8,7 +8,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, MatRef};
+use super::gemm::{sgemm, MatMut, MatRef};
 use super::storage::contiguous_f32;
 
 /// Sizes of one convolution, NCHW input, OIHW kernel, symmetric zero padding, no dilation.
@@ -196,7 +196,7 @@ pub(crate) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
         for b in 0..g.b {
             let xb = MatRef::row_major(&x[b * g.c_in * hw..][..g.c_in * hw], hw);
             let ob = &mut out[b * g.c_out * ohw..][..g.c_out * ohw];
-            sgemm(g.c_out, ohw, k, wm, xb, ob, ohw, false)?;
+            sgemm(g.c_out, ohw, k, wm, xb, MatMut { data: ob, rs: ohw }, false)?;
         }
     } else {
         let mut col = vec![0f32; k * ohw];
@@ -209,8 +209,7 @@ pub(crate) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
                 k,
                 wm,
                 MatRef::row_major(&col, ohw),
-                ob,
-                ohw,
+                MatMut { data: ob, rs: ohw },
                 false,
             )?;
         }
@@ -227,13 +226,24 @@ pub(crate) fn conv_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<V
         for b in 0..g.b {
             let gb = MatRef::row_major(&grad[b * g.c_out * ohw..][..g.c_out * ohw], ohw);
             let db = &mut dx[b * g.c_in * hw..][..g.c_in * hw];
-            sgemm(k, hw, g.c_out, wt, gb, db, hw, false)?;
+            sgemm(k, hw, g.c_out, wt, gb, MatMut { data: db, rs: hw }, false)?;
         }
     } else {
         let mut col = vec![0f32; k * ohw];
         for b in 0..g.b {
             let gb = MatRef::row_major(&grad[b * g.c_out * ohw..][..g.c_out * ohw], ohw);
-            sgemm(k, ohw, g.c_out, wt, gb, &mut col, ohw, false)?;
+            sgemm(
+                k,
+                ohw,
+                g.c_out,
+                wt,
+                gb,
+                MatMut {
+                    data: &mut col,
+                    rs: ohw,
+                },
+                false,
+            )?;
             col2im(&col, g, &mut dx[b * g.c_in * hw..][..g.c_in * hw]);
         }
     }
@@ -248,7 +258,18 @@ pub(crate) fn conv_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<
         for b in 0..g.b {
             let gb = MatRef::row_major(&grad[b * g.c_out * ohw..][..g.c_out * ohw], ohw);
             let xt = MatRef::transposed(&x[b * g.c_in * hw..][..g.c_in * hw], hw);
-            sgemm(g.c_out, k, ohw, gb, xt, &mut dw, k, b > 0)?;
+            sgemm(
+                g.c_out,
+                k,
+                ohw,
+                gb,
+                xt,
+                MatMut {
+                    data: &mut dw,
+                    rs: k,
+                },
+                b > 0,
+            )?;
         }
     } else {
         let mut col = vec![0f32; k * ohw];
@@ -261,8 +282,10 @@ pub(crate) fn conv_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<
                 ohw,
                 gb,
                 MatRef::transposed(&col, ohw),
-                &mut dw,
-                k,
+                MatMut {
+                    data: &mut dw,
+                    rs: k,
+                },
                 b > 0,
             )?;
         }

@@ -48,6 +48,12 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// A mutable row-major destination with row stride `rs`.
+pub(crate) struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rs: usize,
+}
+
 /// The number of threads the GEMM may use: rayon's pool size (both cores on the target machine).
 pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let threads = rayon::current_num_threads();
@@ -59,7 +65,7 @@ pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelis
     }
 }
 
-/// `dst (m x n, row stride dst_rs) = [dst +] lhs (m x k) * rhs (k x n)`, accumulating into `dst`
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, accumulating into `dst`
 /// when `accumulate` is set and overwriting it otherwise.
 pub(crate) fn sgemm(
     m: usize,
@@ -67,10 +73,10 @@ pub(crate) fn sgemm(
     k: usize,
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
-    dst: &mut [f32],
-    dst_rs: usize,
+    dst: MatMut<'_>,
     accumulate: bool,
 ) -> Result<()> {
+    let (dst, dst_rs) = (dst.data, dst.rs);
     if m == 0 || n == 0 {
         return Ok(());
     }
