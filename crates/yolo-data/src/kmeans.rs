@@ -115,6 +115,20 @@ pub fn letterboxed_box_wh(
     out
 }
 
+/// The (width, height) of each annotation's image, read from the image headers only; used with
+/// [`letterboxed_box_wh`] to cluster boxes at the network's input size.
+pub fn image_sizes(annotations: &[Annotation]) -> Result<Vec<(u32, u32)>, DataError> {
+    annotations
+        .iter()
+        .map(|a| {
+            image::image_dimensions(&a.path).map_err(|e| DataError::Image {
+                path: a.path.clone(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 fn check(boxes: &[[i64; 2]], k: usize) -> Result<(), DataError> {
     if k == 0 || k > boxes.len() {
         return Err(DataError::KMeans {
@@ -287,7 +301,7 @@ mod tests {
     fn iou_of_corner_aligned_boxes() {
         assert_eq!(wh_iou([10, 10], [10, 10]), 1.0);
         assert_eq!(wh_iou([10, 10], [5, 5]), 0.25);
-        assert_eq!(wh_iou([10, 2], [2, 10]), 4.0 / 196.0);
+        assert_eq!(wh_iou([10, 2], [2, 10]), 4.0 / 36.0);
     }
 
     #[test]
@@ -306,6 +320,17 @@ mod tests {
         assert_eq!(r.iterations, 2);
         let own = kmeans_anchors(&boxes, 2, 7).unwrap();
         assert_eq!(own.clusters, vec![[10, 10], [100, 50]]);
+    }
+
+    #[test]
+    fn image_sizes_names_a_missing_image() {
+        let a = Annotation {
+            path: "/nonexistent/x.jpg".into(),
+            boxes: vec![],
+            line: 1,
+        };
+        let e = image_sizes(&[a]).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/x.jpg: "), "{e}");
     }
 
     #[test]

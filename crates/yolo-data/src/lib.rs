@@ -50,8 +50,8 @@ pub use error::DataError;
 pub use image_io::{decode_rgb, load_rgb};
 pub use input_shape::InputShape;
 pub use kmeans::{
-    avg_iou, box_wh, kmeans_anchors, kmeans_from_indices, letterboxed_box_wh, wh_iou, KMeansResult,
-    KMEANS_RESTARTS,
+    avg_iou, box_wh, image_sizes, kmeans_anchors, kmeans_from_indices, letterboxed_box_wh, wh_iou,
+    KMeansResult, KMEANS_RESTARTS,
 };
 pub use letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
 pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
