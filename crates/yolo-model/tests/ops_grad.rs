@@ -29,7 +29,9 @@ fn max_rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
 }
 
 /// (batch, c_in, c_out, h, w, kernel, stride, padding)
-const CONV_CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CONV_CASES: &[ConvCase] = &[
     (1, 3, 5, 7, 9, 3, 1, 1),
     (3, 4, 6, 8, 6, 3, 2, 1),
     (3, 3, 4, 11, 7, 3, 2, 1),
