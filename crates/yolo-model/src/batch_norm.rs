@@ -57,21 +57,46 @@ impl KerasBatchNorm {
         t.reshape((1, (), 1, 1))
     }
 
-    /// Inference mode: normalise with the moving statistics (which receive no gradient).
-    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
+    /// The inference-mode map folded to a per-channel affine `x * scale + shift`, with
+    /// `scale = gamma / sqrt(moving_var + eps)` and `shift = beta - moving_mean * scale`, both of
+    /// shape `(c,)`. Gradients reach gamma and beta, never the moving statistics.
+    pub fn folded_scale_shift(&self) -> Result<(Tensor, Tensor)> {
         let inv_std = (self.running_var.as_detached_tensor() + self.eps)?
             .sqrt()?
             .recip()?;
         let scale = (&self.gamma * &inv_std)?;
         let shift = (&self.beta - (self.running_mean.as_detached_tensor() * &scale)?)?;
-        x.broadcast_mul(&Self::channel_view(&scale.to_dtype(dtype)?)?)?
-            .broadcast_add(&Self::channel_view(&shift.to_dtype(dtype)?)?)
+        Ok((scale, shift))
     }
 
-    /// Training mode: batch statistics, and an in-place update of the moving statistics.
-    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
+    /// Moves the moving statistics towards a batch's: `moving = 0.99 * moving + 0.01 * stat`,
+    /// where the variance entering the average is `batch_var_biased * n / (n - (1 + eps))`
+    /// (Keras 2.1.5), `n` = values per channel in the batch. Done outside the gradient graph.
+    pub fn update_moving_stats(
+        &self,
+        batch_mean: &Tensor,
+        batch_var_biased: &Tensor,
+        count: usize,
+    ) -> Result<()> {
+        let m = self.momentum;
+        let correction = count as f64 / (count as f64 - (1.0 + self.eps));
+        let batch_mean = batch_mean.detach().flatten_all()?.to_dtype(DType::F32)?;
+        let batch_var = (batch_var_biased
+            .detach()
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            * correction)?;
+        let rm = self.running_mean.as_detached_tensor();
+        let rv = self.running_var.as_detached_tensor();
+        let new_mean = ((rm.to_dtype(DType::F32)? * m)? + (batch_mean * (1.0 - m))?)?;
+        let new_var = ((rv.to_dtype(DType::F32)? * m)? + (batch_var * (1.0 - m))?)?;
+        self.running_mean.set(&new_mean.to_dtype(rm.dtype())?)?;
+        self.running_var.set(&new_var.to_dtype(rv.dtype())?)
+    }
+
+    /// Checks a training-mode input and returns the number of values per channel.
+    pub(crate) fn train_count(x: &Tensor) -> Result<usize> {
+        let (n, _, h, w) = x.dims4()?;
         let count = n * h * w;
         if count < 2 {
             candle_core::bail!(
@@ -79,9 +104,41 @@ impl KerasBatchNorm {
                 x.shape()
             );
         }
+        Ok(count)
+    }
+
+    /// Keras' epsilon (1e-3).
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// gamma (`bn.weight`).
+    pub fn gamma(&self) -> &Tensor {
+        &self.gamma
+    }
+
+    /// beta (`bn.bias`).
+    pub fn beta(&self) -> &Tensor {
+        &self.beta
+    }
+
+    /// Inference mode: normalise with the moving statistics (which receive no gradient).
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let (scale, shift) = self.folded_scale_shift()?;
+        x.broadcast_mul(&Self::channel_view(&scale.to_dtype(dtype)?)?)?
+            .broadcast_add(&Self::channel_view(&shift.to_dtype(dtype)?)?)
+    }
+
+    /// Training mode: batch statistics, and an in-place update of the moving statistics. This is
+    /// the composed (device-generic) form; [`crate::ConvBnLeaky`] uses the fused
+    /// `ops::batch_norm_leaky_train` instead.
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let count = Self::train_count(x)?;
+        let (n, c, h, w) = x.dims4()?;
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
-        // Per-channel mean over (n, h, w): move channels first, flatten the rest.
+        // Per-channel statistics over (n, h, w): move channels first, flatten the rest.
         let flat = xf.transpose(0, 1)?.reshape((c, count))?;
         let mean = flat.mean_keepdim(D::Minus1)?; // (c, 1)
         let centred = flat.broadcast_sub(&mean)?;
@@ -97,18 +154,7 @@ impl KerasBatchNorm {
             .transpose(0, 1)?
             .contiguous()?
             .to_dtype(dtype)?;
-
-        // Moving averages, outside the gradient graph.
-        let m = self.momentum;
-        let batch_mean = mean.detach().flatten_all()?;
-        let correction = count as f64 / (count as f64 - (1.0 + self.eps));
-        let batch_var = (var.detach().flatten_all()? * correction)?;
-        let rm = self.running_mean.as_detached_tensor();
-        let rv = self.running_var.as_detached_tensor();
-        let new_mean = ((rm.to_dtype(DType::F32)? * m)? + (batch_mean * (1.0 - m))?)?;
-        let new_var = ((rv.to_dtype(DType::F32)? * m)? + (batch_var * (1.0 - m))?)?;
-        self.running_mean.set(&new_mean.to_dtype(rm.dtype())?)?;
-        self.running_var.set(&new_var.to_dtype(rv.dtype())?)?;
+        self.update_moving_stats(&mean, &var, count)?;
         Ok(y)
     }
 

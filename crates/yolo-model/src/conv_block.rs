@@ -67,8 +67,25 @@ impl ConvBnLeaky {
             );
         }
         let y = ops::conv2d(x, &self.weight, self.stride, self.padding)?;
+        let bn = &self.bn;
+        if train {
+            let count = KerasBatchNorm::train_count(&y)?;
+            let (out, mean, var) =
+                ops::batch_norm_leaky_train(&y, bn.gamma(), bn.beta(), bn.eps(), LEAKY_SLOPE)?;
+            bn.update_moving_stats(&mean, &var, count)?;
+            Ok(out)
+        } else {
+            let (scale, shift) = bn.folded_scale_shift()?;
+            ops::affine_leaky(&y, &scale, &shift, LEAKY_SLOPE)
+        }
+    }
+
+    /// The same block composed from plain candle ops (conv, [`KerasBatchNorm::forward_t`],
+    /// `max(x, 0.1 x)`): a reference for the fused path, used in tests.
+    pub fn forward_t_reference(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         let y = self.bn.forward_t(&y, train)?;
-        ops::leaky_relu(&y, LEAKY_SLOPE)
+        y.maximum(&(&y * LEAKY_SLOPE)?)
     }
 
     /// The BatchNorm of this block.

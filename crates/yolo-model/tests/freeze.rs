@@ -277,3 +277,40 @@ fn l2_penalty_is_5e_4_times_squared_trainable_kernels() {
         5e-4 * all
     );
 }
+
+#[test]
+fn conv_bn_leaky_fused_path_matches_the_composed_candle_reference() {
+    use yolo_model::ConvBnLeaky;
+    for train in [false, true] {
+        let (vm_a, vm_b) = (VarMap::new(), VarMap::new());
+        let vb_a = VarBuilder::from_varmap(&vm_a, DType::F32, &Device::Cpu);
+        let a = ConvBnLeaky::new(3, 8, 3, 2, vb_a).unwrap();
+        // Same initial values in a second map.
+        let vb_b = VarBuilder::from_varmap(&vm_b, DType::F32, &Device::Cpu);
+        let b = ConvBnLeaky::new(3, 8, 3, 2, vb_b).unwrap();
+        for (name, var) in vm_a.data().lock().unwrap().iter() {
+            vm_b.data().lock().unwrap()[name]
+                .set(var.as_tensor())
+                .unwrap();
+        }
+        // Move the moving stats off 0/1 so inference mode is a real test.
+        a.forward_t(&input(2, 32, 32), true).unwrap();
+        b.forward_t_reference(&input(2, 32, 32), true).unwrap();
+        let x = input(2, 32, 64);
+        let ya = a.forward_t(&x, train).unwrap();
+        let yb = b.forward_t_reference(&x, train).unwrap();
+        let d = (ya - yb).unwrap().abs().unwrap().flatten_all().unwrap();
+        let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "train={train}: max diff {d}");
+        for s in ["running_mean", "running_var"] {
+            let ra = vm_a.data().lock().unwrap()[&format!("bn.{s}")]
+                .as_tensor()
+                .clone();
+            let rb = vm_b.data().lock().unwrap()[&format!("bn.{s}")]
+                .as_tensor()
+                .clone();
+            let d = (ra - rb).unwrap().abs().unwrap().max(0).unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{s}");
+        }
+    }
+}
