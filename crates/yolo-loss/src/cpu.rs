@@ -39,10 +39,22 @@ fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// `log(1 + e)` for `e` in `[0, 1]`, as accurate as `ln_1p` (a few ulp, Kahan's trick) at the
+/// cost of one `ln`: glibc's `log1pf` costs about four `expf` and dominated the forward pass.
+#[inline]
+fn ln_1p(e: f32) -> f32 {
+    let u = 1.0 + e;
+    if u == 1.0 {
+        e
+    } else {
+        u.ln() * (e / (u - 1.0))
+    }
+}
+
 /// `max(x, 0) - x*z + log(1 + exp(-|x|))`.
 #[inline]
 fn bce(x: f32, z: f32) -> f32 {
-    x.max(0.0) - x * z + (-x.abs()).exp().ln_1p()
+    x.max(0.0) - x * z + ln_1p((-x.abs()).exp())
 }
 
 /// Per-slot targets of an assigned slot, as keras-yolo3 computes them in float32.
@@ -285,4 +297,40 @@ pub(crate) fn layer_loss(
     };
     let comps = raw.apply_op1(op)?;
     Ok((comps, mask_t, best_t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bce, ln_1p};
+
+    /// The one-`ln` log1p agrees with f64's `ln_1p` to a few ulp over [0, 1], tiny values included.
+    #[test]
+    fn fast_ln_1p_is_accurate() {
+        let mut worst = 0f64;
+        for i in 0..=100_000 {
+            let e = if i < 1000 {
+                1e-12f32 * (i as f32 + 1.0).powi(3)
+            } else {
+                i as f32 / 100_000.0
+            };
+            let want = (e as f64).ln_1p();
+            let rel = ((ln_1p(e) as f64 - want) / want).abs();
+            worst = worst.max(rel);
+        }
+        assert!(
+            worst < 4.0 * f32::EPSILON as f64,
+            "worst relative error {worst}"
+        );
+    }
+
+    /// Stable form: finite and exact limits for saturated logits (keras-yolo3 issue #79's NaNs).
+    #[test]
+    fn bce_is_stable_for_large_logits() {
+        // log(1 + e^-100) = 3.7e-44, a denormal: right, and no overflow.
+        assert!((0.0..1e-40).contains(&bce(100.0, 1.0)));
+        assert!((0.0..1e-40).contains(&bce(-100.0, 0.0)));
+        assert_eq!(bce(100.0, 0.0), 100.0);
+        assert_eq!(bce(-100.0, 1.0), 100.0);
+        assert!((bce(0.0, 0.3) - std::f32::consts::LN_2).abs() < 1e-7);
+    }
 }
