@@ -118,3 +118,43 @@ fn box_iou_broadcasts_batch_and_matches_hand_values() {
     let iou2 = box_iou(&b1, &b2.get(0).unwrap()).unwrap();
     assert_eq!(iou2.dims(), &[2, 2, 3]);
 }
+
+/// `yolo_head` is built from differentiable candle ops: d(sum box_xy.x)/d(tx) = sigmoid'(tx) / gw
+/// and d(sum box_wh.w)/d(tw) = exp(tw) * anchor_w / input_w.
+#[test]
+fn yolo_head_is_differentiable_with_respect_to_raw() {
+    let (gh, gw) = (2, 3);
+    let vals: Vec<f32> = (0..3 * 6 * gh * gw)
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    let raw = candle_core::Var::from_vec(vals.clone(), (1, 18, gh, gw), &Device::Cpu).unwrap();
+    let anchors = [[10f32, 13.], [16., 30.], [33., 23.]];
+    let head = yolo_head(raw.as_tensor(), &anchors, 1, (64, 96)).unwrap();
+    let x_sum = head.box_xy.narrow(4, 0, 1).unwrap().sum_all().unwrap();
+    let w_sum = head.box_wh.narrow(4, 0, 1).unwrap().sum_all().unwrap();
+    let total = (x_sum + w_sum).unwrap();
+    let grads = total.backward().unwrap();
+    let g = grads
+        .get(raw.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let hw = gh * gw;
+    for a in 0..3 {
+        for p in 0..hw {
+            let tx = vals[(a * 6) * hw + p];
+            let s = 1.0 / (1.0 + (-tx).exp());
+            let want_x = s * (1.0 - s) / gw as f32;
+            assert!((g[(a * 6) * hw + p] - want_x).abs() < 1e-6);
+            let tw = vals[(a * 6 + 2) * hw + p];
+            let want_w = tw.exp() * anchors[a][0] / 96.0;
+            assert!((g[(a * 6 + 2) * hw + p] - want_w).abs() < 1e-6);
+            // ty, th, objectness and the class logit do not enter these sums.
+            for f in [1, 3, 4, 5] {
+                assert_eq!(g[(a * 6 + f) * hw + p], 0.0);
+            }
+        }
+    }
+}
