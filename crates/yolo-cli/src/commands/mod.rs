@@ -6,12 +6,13 @@
 use clap::{Parser, Subcommand};
 
 // -- list 1: modules
+mod check_data;
 mod convert;
 mod demo;
-mod train;
 mod detect;
 mod eval;
 mod info;
+mod train;
 
 /// Train and use YOLOv3 detectors: a Rust re-creation of keras-yolo3's training pipeline.
 #[derive(Parser, Debug)]
@@ -35,6 +36,8 @@ pub enum Command {
     Detect(detect::Args),
     /// VOC and COCO mAP of a model on annotations, or of a results file against ground truth.
     Eval(eval::Args),
+    /// Check an annotation file and its images: every bad line, token and image, with counts.
+    CheckData(check_data::Args),
     /// Print the version and the devices this build supports.
     Info(info::Args),
 }
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::CheckData(a) => check_data::run(a),
         Command::Info(a) => info::run(a),
     }
 }
