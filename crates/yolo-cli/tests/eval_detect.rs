@@ -221,21 +221,73 @@ fn eval_reports_a_bad_results_file_by_name() {
     );
 }
 
-#[test]
-fn detect_draws_images_and_writes_coco_results_with_a_tiny_model() {
+/// A randomly initialised tiny model with classes `cat`, `dog`: (weights, classes, anchors) files.
+fn tiny_model_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
-    let dir = tempfile::tempdir().unwrap();
-    // A randomly initialised tiny model with 2 classes, saved as a checkpoint.
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     yolo_model::tiny_yolo_body(&yolo_model::YoloConfig::tiny(2), vb).unwrap();
-    let weights = dir.path().join("w.safetensors");
+    let weights = dir.join("w.safetensors");
     yolo_model::save_checkpoint(&varmap, &weights).unwrap();
-    let classes = dir.path().join("classes.txt");
+    let classes = dir.join("classes.txt");
     std::fs::write(&classes, "cat\ndog\n").unwrap();
-    let anchors = dir.path().join("anchors.txt");
+    let anchors = dir.join("anchors.txt");
     std::fs::write(&anchors, "10,14, 23,27, 37,58, 81,82, 135,169, 344,319\n").unwrap();
+    (weights, classes, anchors)
+}
+
+#[test]
+fn eval_with_a_model_on_an_annotation_file_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, classes, anchors) = tiny_model_files(dir.path());
+    let img = dir.path().join("x.png");
+    image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([x as u8, y as u8, 7]))
+        .save(&img)
+        .unwrap();
+    let ann = dir.path().join("val.txt");
+    std::fs::write(
+        &ann,
+        format!(
+            "{p} 5,5,40,30,0\n{p} 10,10,60,50,1 1,2,20,20,0\n",
+            p = img.display()
+        ),
+    )
+    .unwrap();
+    let json_path = dir.path().join("r.json");
+    let stdout = run_ok(yolo().args([
+        "eval",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--annotations",
+        ann.to_str().unwrap(),
+        "--classes",
+        classes.to_str().unwrap(),
+        "--anchors",
+        anchors.to_str().unwrap(),
+        "--tiny",
+        "--input-size",
+        "64",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]));
+    assert!(stdout.lines().any(|l| l.starts_with("cat ")), "{stdout}");
+    let r = read_json(&json_path);
+    for k in ["cat", "dog"] {
+        let ap = r["voc"]["ap"][k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ap), "{k}: {ap}");
+    }
+    let m = r["voc"]["map"].as_f64().unwrap();
+    let mean =
+        (r["voc"]["ap"]["cat"].as_f64().unwrap() + r["voc"]["ap"]["dog"].as_f64().unwrap()) / 2.0;
+    assert!((m - mean).abs() < 1e-12);
+    assert_eq!(r["coco"]["stats"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn detect_draws_images_and_writes_coco_results_with_a_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, classes, anchors) = tiny_model_files(dir.path());
     // One colour image and one grayscale image of other sizes, in a folder.
     let imgs = dir.path().join("imgs");
     std::fs::create_dir(&imgs).unwrap();

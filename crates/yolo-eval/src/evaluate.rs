@@ -1,6 +1,8 @@
 //! mAP of a detector over annotated images, for callers such as a trainer: give it the annotations
 //! and a function that detects objects in a batch of images.
 
+use std::path::Path;
+
 use image::RgbImage;
 use yolo_data::Annotation;
 
@@ -34,18 +36,19 @@ pub fn evaluate_detections(gt: &LoadedGroundTruth, detections: &[Detections]) ->
 
 /// Runs `detect` over the images of `annotations` in batches of `batch_size` (images are read with
 /// `yolo_data::load_rgb`, paths as written in the annotations) and evaluates the result against
-/// their boxes. `report.voc.map_all_point` is the VOC mAP@0.5.
+/// their boxes. `report.voc.map_all_point` is the VOC mAP@0.5. `source` names the annotation file
+/// in errors (a class id beyond `classes`).
 pub fn evaluate_map<F>(
     annotations: &[Annotation],
     classes: &[String],
+    source: &Path,
     batch_size: usize,
     mut detect: F,
 ) -> Result<MapReport>
 where
     F: FnMut(&[RgbImage]) -> Result<Vec<Detections>>,
 {
-    let gt =
-        ground_truth_from_annotations(annotations, classes, std::path::Path::new("<annotations>"))?;
+    let gt = ground_truth_from_annotations(annotations, classes, source)?;
     let mut detections = Vec::with_capacity(annotations.len());
     for chunk in annotations.chunks(batch_size.max(1)) {
         let images = chunk
