@@ -6,13 +6,17 @@
 use clap::{Parser, Subcommand};
 
 // -- list 1: modules
+mod anchors;
 mod check_data;
+mod coco2txt;
 mod convert;
 mod demo;
 mod detect;
 mod eval;
 mod info;
+mod synth;
 mod train;
+mod voc2txt;
 
 /// Train and use YOLOv3 detectors: a Rust re-creation of keras-yolo3's training pipeline.
 #[derive(Parser, Debug)]
@@ -26,6 +30,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     // -- list 2: variants
+    /// k-means anchors over the boxes of an annotation file (keras-yolo3's kmeans.py).
+    Anchors(anchors::Args),
+    /// Convert a COCO instances JSON file to an annotation file and a classes file.
+    Coco2txt(coco2txt::Args),
+    /// Generate the synthetic shapes dataset (images, annotation file, classes file).
+    Synth(synth::Args),
+    /// Convert a Pascal VOC folder to an annotation file and a classes file.
+    Voc2txt(voc2txt::Args),
     /// Train with keras-yolo3's train_bottleneck.py schedule (bottleneck, frozen, unfreeze).
     Train(train::Args),
     /// Generate synthetic data, train a tiny model through every phase, report held-out mAP.
@@ -46,6 +58,10 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         // -- list 3: dispatch
+        Command::Anchors(a) => anchors::run(a),
+        Command::Coco2txt(a) => coco2txt::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Voc2txt(a) => voc2txt::run(a),
         Command::Train(a) => train::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Convert(a) => convert::run(a),
