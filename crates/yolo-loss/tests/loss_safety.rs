@@ -360,3 +360,51 @@ fn loss_config_defaults_to_keras_and_reads_json() {
     let c: LossConfig = serde_json::from_str(r#"{"ignore_thresh": 0.7}"#).unwrap();
     assert_eq!(c.ignore_thresh, 0.7);
 }
+
+/// Raw outputs that are strided views (an NHWC tensor permuted to NCHW, as a Keras-layout model
+/// would give) produce the same loss, and the gradient reaches the NHWC tensor.
+#[test]
+fn strided_raw_outputs_give_the_same_loss_and_gradients() {
+    let c = 2;
+    let grids = [(2, 3), (4, 6)];
+    let yt = vec![
+        y_true(2, 2, 3, c, &[obj(1, 0, 2, 3, [0.4, 0.6, 0.5, 0.6], 1)]),
+        y_true(2, 4, 6, c, &[obj(0, 2, 4, 6, [0.7, 0.3, 0.2, 0.25], 0)]),
+    ];
+    let vars = raw_vars(2, c, &grids, 1.0, 9);
+    let cfg = LossConfig::default();
+    let want = yolo_loss(&tensors(&vars), &yt, &TINY_ANCHORS, c, &cfg).unwrap();
+    let want_grads = grads_of(&want, &vars);
+    // The same values stored NHWC.
+    let nhwc: Vec<Var> = vars
+        .iter()
+        .map(|v| {
+            Var::from_tensor(
+                &v.as_tensor()
+                    .permute((0, 2, 3, 1))
+                    .unwrap()
+                    .contiguous()
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let views: Vec<Tensor> = nhwc
+        .iter()
+        .map(|v| v.as_tensor().permute((0, 3, 1, 2)).unwrap())
+        .collect();
+    assert!(!views[0].is_contiguous());
+    for f in [yolo_loss, yolo_loss_tensor_ops] {
+        let got = f(&views, &yt, &TINY_ANCHORS, c, &cfg).unwrap();
+        assert_close(&flat_parts(&got), &flat_parts(&want), 1e-5, 1e-5, "parts");
+        let g = got.total.backward().unwrap();
+        for (l, v) in nhwc.iter().enumerate() {
+            let back = g
+                .get(v.as_tensor())
+                .expect("gradient reaches the NHWC tensor")
+                .permute((0, 3, 1, 2))
+                .unwrap();
+            assert_close(&to_vec(&back), &want_grads[l], 1e-6, 1e-4, "grad");
+        }
+    }
+}
