@@ -334,3 +334,54 @@ fn detect_draws_images_and_writes_coco_results_with_a_tiny_model() {
         assert!(r["score"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[test]
+fn eval_run_uses_the_validation_split_and_latest_weights_of_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, classes, _) = tiny_model_files(dir.path());
+    let img = dir.path().join("x.png");
+    image::RgbImage::new(64, 64).save(&img).unwrap();
+    let ann = dir.path().join("all.txt");
+    let mut text = String::new();
+    for i in 0..4 {
+        text.push_str(&format!("{} {},5,40,30,{}\n", img.display(), i + 1, i % 2));
+    }
+    std::fs::write(&ann, text).unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::copy(&weights, run.join("last.safetensors")).unwrap();
+    let mut cfg = yolo_train::TrainConfig::default();
+    cfg.annotations = ann.clone();
+    cfg.classes = classes;
+    cfg.anchors = None;
+    cfg.tiny = true;
+    cfg.input = [64, 64];
+    cfg.val_split = 0.5;
+    cfg.run_dir = run.clone();
+    let mut state = yolo_train::RunState::new(cfg, yolo_train::PhaseKind::Frozen);
+    state.weights = Some("last.safetensors".into());
+    state.save(&run).unwrap();
+    let json_path = dir.path().join("r.json");
+    let stdout = run_ok(yolo().args([
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--json",
+        json_path.to_str().unwrap(),
+    ]));
+    assert!(
+        stdout.contains("last.safetensors on 2 validation images"),
+        "{stdout}"
+    );
+    let r = read_json(&json_path);
+    assert_eq!(r["coco"]["stats"].as_array().unwrap().len(), 12);
+    // A run without weights is refused with a clear message.
+    state.weights = None;
+    state.save(&run).unwrap();
+    let out = yolo()
+        .args(["eval", "--run", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no weights yet"));
+}

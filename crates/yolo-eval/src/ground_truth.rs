@@ -86,15 +86,15 @@ pub fn read_annotation_ground_truth(path: &Path, classes: &[String]) -> Result<L
     ground_truth_from_annotations(&annotations, classes, path)
 }
 
-/// Reads a Pascal VOC folder: the `*.xml` files of `dir/Annotations/` (or of `dir` itself when it has
-/// no `Annotations/`), in name order. Objects whose class is not in `classes` are skipped (as
+/// Reads a Pascal VOC folder: the `*.xml` files of `dir/Annotations/` (or `dir/annotations/`, or of
+/// `dir` itself when it has neither), in name order. Objects whose class is not in `classes` are skipped (as
 /// keras-yolo3's `voc_annotation.py` does); `difficult` objects are kept, flagged difficult.
 pub fn read_voc_ground_truth(dir: &Path, classes: &[String]) -> Result<LoadedGroundTruth> {
-    let ann_dir = if dir.join("Annotations").is_dir() {
-        dir.join("Annotations")
-    } else {
-        dir.to_path_buf()
-    };
+    let ann_dir = ["Annotations", "annotations"]
+        .iter()
+        .map(|d| dir.join(d))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| dir.to_path_buf());
     let mut files: Vec<_> = std::fs::read_dir(&ann_dir)
         .map_err(|e| EvalError::io(&ann_dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))

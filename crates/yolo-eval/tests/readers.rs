@@ -182,3 +182,41 @@ fn coco_instances_map_category_ids_and_results_by_int_id() {
         .to_string()
         .contains("bbox"));
 }
+
+/// The raccoon dataset's 200 VOC files (`annotations/` folder): every object read, and detections
+/// equal to the ground truth score 1.
+#[test]
+fn raccoon_voc_folder_reads_all_objects() {
+    let Some(dir) = yolo_testutil::shared_path("datasets/raccoon") else {
+        return;
+    };
+    let gt = read_ground_truth(&dir, Some(&["raccoon".to_string()])).unwrap();
+    assert_eq!(gt.set.images.len(), 200);
+    assert_eq!(gt.set.images[0].file_name, "raccoon-1.jpg");
+    assert_eq!(
+        (gt.set.images[0].width, gt.set.images[0].height),
+        (650, 417)
+    );
+    let first = &gt.set.ground_truth[0];
+    assert_eq!(
+        (first.x_min, first.y_min, first.x_max, first.y_max),
+        (81.0, 88.0, 522.0, 408.0)
+    );
+    assert!(gt.set.ground_truth.len() >= 200);
+    let mut set = gt.set.clone();
+    set.detections = set
+        .ground_truth
+        .iter()
+        .map(|g| yolo_eval::ScoredBox {
+            image_id: g.image_id,
+            class_id: g.class_id,
+            x_min: g.x_min,
+            y_min: g.y_min,
+            x_max: g.x_max,
+            y_max: g.y_max,
+            score: 0.5,
+        })
+        .collect();
+    let r = MapReport::evaluate(&set);
+    assert_eq!(r.voc.map_all_point, 1.0);
+}

@@ -59,8 +59,7 @@ pub(crate) struct LoadedModel {
     pub device: Device,
 }
 
-/// Reads classes and anchors, checks the anchor count against the variant, and builds the network
-/// on the checkpoint's tensors.
+/// Reads classes and anchors files and builds the network (see [`build_model`]).
 pub(crate) fn load_model(
     weights: &Path,
     classes: &Path,
@@ -68,18 +67,33 @@ pub(crate) fn load_model(
     tiny: bool,
     device: &str,
 ) -> anyhow::Result<LoadedModel> {
-    let classes = read_classes(classes)?;
-    let anchors = read_anchors(anchors)?;
+    build_model(
+        weights,
+        read_classes(classes)?,
+        read_anchors(anchors)?.wh,
+        tiny,
+        device,
+    )
+}
+
+/// Checks the anchor count against the variant and builds the network on the checkpoint's tensors.
+pub(crate) fn build_model(
+    weights: &Path,
+    classes: Vec<String>,
+    anchors: Vec<[f32; 2]>,
+    tiny: bool,
+    device: &str,
+) -> anyhow::Result<LoadedModel> {
     let cfg = if tiny {
         YoloConfig::tiny(classes.len())
     } else {
         YoloConfig::v3(classes.len())
     };
     let want = cfg.num_layers() * cfg.num_anchors;
-    if anchors.wh.len() != want {
+    if anchors.len() != want {
         bail!(
             "{} anchors in the anchors file, {} needs {want}{}",
-            anchors.wh.len(),
+            anchors.len(),
             if tiny { "tiny YOLOv3" } else { "YOLOv3" },
             if tiny {
                 ""
@@ -102,7 +116,7 @@ pub(crate) fn load_model(
     })?;
     Ok(LoadedModel {
         body,
-        anchors: anchors.wh,
+        anchors,
         classes,
         device,
     })

@@ -1,6 +1,7 @@
 //! `yolo eval`: VOC AP@0.5 (all-point, or 11-point with `--voc11`) and COCO mAP@[.5:.95], either of
-//! a model on an annotation file (`--weights ... --annotations FILE`) or of a results file against
-//! ground truth (`--detections RESULTS.json --ground-truth GT`).
+//! a model on an annotation file (`--weights ... --annotations FILE`), of a training run's model on
+//! its validation split (`--run DIR`), or of a results file against ground truth
+//! (`--detections RESULTS.json --ground-truth GT`).
 
 use std::path::PathBuf;
 
@@ -14,9 +15,14 @@ use yolo_eval::{
 /// Options of `yolo eval`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model weights (model mode; needs --annotations, --classes, --anchors).
-    #[arg(long, requires_all = ["annotations", "classes", "anchors"], conflicts_with = "detections")]
+    /// Model weights (model mode; needs --annotations, --classes, --anchors, unless --run is given).
+    #[arg(long, conflicts_with = "detections")]
     pub weights: Option<PathBuf>,
+    /// A training run folder: evaluate on its validation split, with its classes, anchors, input
+    /// size and model variant; weights: --weights, else the latest epoch's, else the last finished
+    /// phase's.
+    #[arg(long, conflicts_with_all = ["detections", "annotations"])]
+    pub run: Option<PathBuf>,
     /// keras-yolo3 annotation file to evaluate the model on.
     #[arg(long)]
     pub annotations: Option<PathBuf>,
@@ -78,8 +84,80 @@ fn safe_name(name: &str) -> String {
         .collect()
 }
 
+/// Evaluates `model` on `annotations` (read from `source`) with the thresholds of `args`.
+fn evaluate_model(
+    args: &Args,
+    model: &super::detect::LoadedModel,
+    annotations: &[yolo_data::Annotation],
+    source: &std::path::Path,
+    input: InputShape,
+) -> anyhow::Result<MapReport> {
+    let detector = Detector {
+        forward: |x: &candle_core::Tensor| model.body.forward(x),
+        anchors: model.anchors.clone(),
+        num_classes: model.classes.len(),
+        input,
+        params: EvalParams {
+            score_threshold: args.score,
+            iou_threshold: args.iou,
+            max_boxes: args.max_boxes,
+        },
+        device: model.device.clone(),
+    };
+    Ok(evaluate_map(
+        annotations,
+        &model.classes,
+        source,
+        args.batch_size,
+        |imgs| detector.detect(imgs),
+    )?)
+}
+
+/// `--run DIR`: the run's validation split, classes, anchors, input and weights.
+fn evaluate_run(args: &Args, run: &std::path::Path) -> anyhow::Result<MapReport> {
+    let state = yolo_train::RunState::load(run)?;
+    let data = yolo_train::Dataset::load(&state.config)?;
+    // The latest epoch's weights when they are still there, else the last finished phase's.
+    let latest = state
+        .weights
+        .as_ref()
+        .map(|w| run.join(w))
+        .filter(|w| w.is_file());
+    let weights = match (&args.weights, latest, state.completed.last()) {
+        (Some(w), _, _) => w.clone(),
+        (None, Some(w), _) => w,
+        (None, None, Some(phase)) => run.join(phase.weights_file()),
+        (None, None, None) => bail!(
+            "{}: the run has no weights yet; pass --weights",
+            run.display()
+        ),
+    };
+    println!(
+        "evaluating {} on {} validation images of {}",
+        weights.display(),
+        data.val.len(),
+        state.config.annotations.display()
+    );
+    let model = super::detect::build_model(
+        &weights,
+        data.classes,
+        data.anchors.wh,
+        state.config.tiny,
+        &args.device,
+    )?;
+    evaluate_model(
+        args,
+        &model,
+        &data.val,
+        &state.config.annotations,
+        data.input,
+    )
+}
+
 fn evaluate(args: &Args) -> anyhow::Result<MapReport> {
-    if let Some(weights) = &args.weights {
+    if let Some(run) = &args.run {
+        evaluate_run(args, run)
+    } else if let Some(weights) = &args.weights {
         let (Some(ann), Some(classes), Some(anchors)) =
             (&args.annotations, &args.classes, &args.anchors)
         else {
@@ -88,25 +166,7 @@ fn evaluate(args: &Args) -> anyhow::Result<MapReport> {
         let input = InputShape::new(args.input_size, args.input_size)?;
         let model = super::detect::load_model(weights, classes, anchors, args.tiny, &args.device)?;
         let annotations = yolo_data::read_annotations(ann)?;
-        let detector = Detector {
-            forward: |x: &candle_core::Tensor| model.body.forward(x),
-            anchors: model.anchors.clone(),
-            num_classes: model.classes.len(),
-            input,
-            params: EvalParams {
-                score_threshold: args.score,
-                iou_threshold: args.iou,
-                max_boxes: args.max_boxes,
-            },
-            device: model.device.clone(),
-        };
-        Ok(evaluate_map(
-            &annotations,
-            &model.classes,
-            ann,
-            args.batch_size,
-            |imgs| detector.detect(imgs),
-        )?)
+        evaluate_model(args, &model, &annotations, ann, input)
     } else if let Some(det_path) = &args.detections {
         let gt_path = args
             .ground_truth
@@ -121,7 +181,7 @@ fn evaluate(args: &Args) -> anyhow::Result<MapReport> {
         set.detections = read_coco_results(det_path, &gt)?;
         Ok(MapReport::evaluate(&set))
     } else {
-        bail!("give either --weights W --annotations FILE (with --classes, --anchors) or --detections RESULTS.json --ground-truth GT");
+        bail!("give either --weights W --annotations FILE (with --classes, --anchors), --run DIR, or --detections RESULTS.json --ground-truth GT");
     }
 }
 
