@@ -279,6 +279,7 @@ pub fn convert_voc(root: &Path, opts: &VocOptions) -> Result<VocDataset, DataErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const XML: &str = r#"<annotation>
   <filename>000005.jpg</filename>
@@ -404,5 +405,34 @@ mod tests {
             )),
             "{e}"
         );
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(text in "\\PC{0,300}") {
+            let _ = parse_voc_xml(&text, Path::new("x.xml"));
+        }
+
+        #[test]
+        fn parser_never_panics_on_mutated_xml(
+            pos in 0usize..1000,
+            ch in prop_oneof![Just('<'), Just('>'), Just('/'), Just('-'), Just('.'), any::<char>()],
+            del in any::<bool>(),
+        ) {
+            let mut chars: Vec<char> = XML.chars().collect();
+            let i = pos % chars.len();
+            if del { chars.remove(i); } else { chars.insert(i, ch); }
+            let s: String = chars.into_iter().collect();
+            match parse_voc_xml(&s, Path::new("x.xml")) {
+                Ok(r) => prop_assert!(r.objects.iter().all(|o| o.bbox.iter().all(|v| v.is_finite()))),
+                Err(e) => prop_assert!(e.to_string().starts_with("x.xml: ")),
+            }
+        }
+
+        #[test]
+        fn natural_cmp_is_a_total_order(a in "[a-c0-9]{0,6}", b in "[a-c0-9]{0,6}") {
+            prop_assert_eq!(natural_cmp(&a, &b), natural_cmp(&b, &a).reverse());
+            prop_assert_eq!(natural_cmp(&a, &b) == Ordering::Equal, a == b);
+        }
     }
 }
