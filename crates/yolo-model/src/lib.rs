@@ -4,7 +4,27 @@
 //! `.weights` import/export and safetensors checkpoints.
 //!
 //! Layout is NCHW; raw outputs are `(m, A*(5+C), gh, gw)`, index 0 = stride 32. Variable names are
-//! documented in [`architecture`].
+//! documented in [`architecture`] (one scheme for checkpoints, darknet import/export and groups).
+//!
+//! # Semantics worth knowing
+//!
+//! * **BatchNorm** is Keras' (epsilon 1e-3, momentum 0.99): training mode normalises with the batch
+//!   mean and biased variance and updates the moving statistics, which are `Var`s in the `VarMap`
+//!   (`*.bn.running_mean`, `*.bn.running_var`) so checkpoints carry them; [`trainable_vars`] never
+//!   returns them. The variance entering the moving average is Keras 2.1.5's
+//!   `var * n / (n - 1 - eps)` (tf.keras/TF2 use the biased `var`, candle `n / (n - 1)`); see
+//!   [`batch_norm`].
+//! * **Freezing** ([`FreezeBody`], keras-yolo3's `freeze_body`): the frozen prefix runs BatchNorm in
+//!   inference mode and its output is detached (no gradient graph, statistics fixed); frozen
+//!   groups are simply absent from [`trainable_vars`], so an optimizer built on them holds no state
+//!   for them. Keras 2.1.5 differed: a `trainable = False` BatchNormalization still normalised
+//!   with batch statistics during `fit`. We follow the bottleneck features (computed in inference
+//!   mode by train_bottleneck.py) and TF2. Details in [`mod@yolo_body`].
+//! * **L2**: [`l2_penalty`] is Keras' `l2(5e-4)` kernel regulariser restricted to trainable groups
+//!   (frozen kernels contribute only a constant in Keras).
+//! * **Weights**: darknet `.weights` in cfg order ([`darknet`], [`conv_table`]), with partial files
+//!   such as `darknet53.conv.74`; safetensors checkpoints with a by-name partial loader that skips
+//!   and reports shape mismatches ([`load_checkpoint_partial`], Keras' `skip_mismatch`).
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};

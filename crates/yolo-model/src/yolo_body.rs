@@ -95,7 +95,7 @@ struct TinyNet {
 #[derive(Debug, Clone)]
 enum Net {
     V3(V3Net),
-    Tiny(TinyNet),
+    Tiny(Box<TinyNet>),
 }
 
 /// YOLOv3 or tiny YOLOv3, built from a [`VarBuilder`] (a `VarMap` for training, or any other
@@ -170,7 +170,7 @@ impl YoloBody {
                     scales,
                 })
             }
-            Variant::Tiny => Net::Tiny(TinyNet {
+            Variant::Tiny => Net::Tiny(Box::new(TinyNet {
                 backbone: (0..5)
                     .map(|i| b.cbl(&format!("backbone.conv{i}")))
                     .collect::<Result<Vec<_>>>()?,
@@ -180,7 +180,7 @@ impl YoloBody {
                 s0: b.cbl("neck.s0.conv0")?,
                 s1_up: b.cbl("neck.s1.up")?,
                 s1: b.cbl("neck.s1.conv0")?,
-            }),
+            })),
         };
         let heads = (0..cfg.num_layers())
             .map(|l| b.out(&format!("head.out{l}")))

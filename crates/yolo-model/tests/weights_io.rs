@@ -269,3 +269,40 @@ fn partial_darknet_file_loads_the_convs_it_covers_like_a_backbone_conv_file() {
     assert_eq!(w0[5], val(64 + 5));
     assert_eq!(w.dims(), &[16, 3, 3, 3]);
 }
+
+#[test]
+fn a_checkpoint_builds_an_inference_model_without_a_varmap() {
+    // YoloBody::new does not care whether the VarBuilder is a VarMap or a safetensors file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    let (varmap, model) = trained_tiny(2);
+    save_checkpoint(&varmap, &path).unwrap();
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let frozen = YoloBody::new(&YoloConfig::tiny(2), vb).unwrap();
+    let x = input(64, 64, 9);
+    for (a, b) in model
+        .forward(&x)
+        .unwrap()
+        .iter()
+        .zip(frozen.forward(&x).unwrap())
+    {
+        assert_eq!(bits(a), bits(&b));
+    }
+}
+
+#[test]
+fn darknet53_backbone_floats_equal_the_darknet53_conv_74_size() {
+    // darknet53.conv.74 holds the 52 Darknet-53 convs: 162,482,580 bytes = 20-byte header +
+    // 40,620,640 floats, which is also Keras' freeze_body=1 parameter count.
+    let table = conv_table(&YoloConfig::v3(80));
+    let backbone: Vec<_> = table
+        .iter()
+        .take_while(|c| c.name.starts_with("backbone."))
+        .collect();
+    assert_eq!(backbone.len(), 52);
+    let floats: usize = backbone.iter().map(|c| c.darknet_floats()).sum();
+    assert_eq!(floats, 40_620_640);
+    assert_eq!(20 + 4 * floats, 162_482_580);
+    assert!(table[52..].iter().all(|c| !c.name.starts_with("backbone.")));
+}
