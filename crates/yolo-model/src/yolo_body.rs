@@ -11,10 +11,11 @@
 //!
 //! `forward_t(x, train, freeze)` runs the frozen prefix with BatchNorm in inference mode and
 //! detaches its output, so no gradient graph is built for it and its moving statistics never
-//! change. In Keras 2.1.5, a layer with `trainable = False` only loses its weight updates: a frozen
-//! BatchNormalization still normalised with *batch* statistics during `fit` (and still updated its
-//! moving statistics, since its updates were collected regardless). We deliberately run frozen BN
-//! in inference mode instead: that is what train_bottleneck.py's cached features are (computed with
+//! change. In Keras 2.1.5, a layer with `trainable = False` only loses its weight updates and its
+//! update ops (`Layer.updates` is empty for a non-trainable, non-stateful layer, so the moving
+//! statistics stay fixed), but a frozen BatchNormalization still normalised with the *batch*
+//! statistics during `fit`, since the learning phase was 1. We deliberately run frozen BN in
+//! inference mode instead: that is what train_bottleneck.py's cached features are (computed with
 //! `predict`, i.e. inference mode), what TF2 / tf.keras does for `trainable = False`
 //! BatchNormalization, and what makes a frozen prefix a fixed function.
 
