@@ -350,14 +350,16 @@ fn eval_run_uses_the_validation_split_and_latest_weights_of_a_run() {
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
     std::fs::copy(&weights, run.join("last.safetensors")).unwrap();
-    let mut cfg = yolo_train::TrainConfig::default();
-    cfg.annotations = ann.clone();
-    cfg.classes = classes;
-    cfg.anchors = None;
-    cfg.tiny = true;
-    cfg.input = [64, 64];
-    cfg.val_split = 0.5;
-    cfg.run_dir = run.clone();
+    let cfg = yolo_train::TrainConfig {
+        annotations: ann.clone(),
+        classes,
+        anchors: None,
+        tiny: true,
+        input: [64, 64],
+        val_split: 0.5,
+        run_dir: run.clone(),
+        ..Default::default()
+    };
     let mut state = yolo_train::RunState::new(cfg, yolo_train::PhaseKind::Frozen);
     state.weights = Some("last.safetensors".into());
     state.save(&run).unwrap();
