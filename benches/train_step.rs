@@ -1,18 +1,35 @@
-//! Issue 7: CPU training speed. Per-layer forward/backward timings of the four convolutions in the
-//! issue's table (batch 4), candle 0.11's own ops against `yolo_model::ops`, next to a GEMM
-//! reference rate (4096² f32 through the same `gemm` crate candle uses, all rayon threads).
+//! Issue 7: CPU training speed.
+//!
+//! * `gemm`: the GEMM reference rate (4096² f32 through the same `gemm` crate candle uses, all
+//!   rayon threads).
+//! * `step`: full training steps with the model's public API (`yolo_body`, `forward_t`, loss = sum
+//!   of squared raw outputs, `backward`): YOLOv3 416 1 class all trainable batch 4, freeze_body=2
+//!   batch 16, tiny 416 all trainable batch 8; and bottleneck extraction (`forward_bottleneck`,
+//!   batch 4). Printed with images/s, effective GFLOP/s (training counted as 3x the forward
+//!   convolution FLOPs of `yolo_model::flops`), the ratio to the GEMM rate, the ratio to
+//!   keras-yolo3 on TF 2.21 (issue 7's figures for a 2-core EPYC) and the peak RSS of each.
+//! * `layer`: per-layer forward/backward timings of the four convolutions in the issue's table
+//!   (batch 4), candle 0.11's own ops against `yolo_model::ops`.
+//! * `bn`: Keras BatchNorm (training) + leaky ReLU at the largest activation (4x64x208x208), the
+//!   model's candle-composed `KerasBatchNorm` against the fused `ops::batch_norm_leaky_train`.
 //!
 //! Run: `cargo bench -p yolov3 --bench train_step --profile dev` (add a criterion filter such as
-//! `layer` or `gemm` to run less). Besides criterion's own report it prints a summary table with
+//! `layer` or `gemm` to run less). On a busy 2-core machine, `TRAIN_STEP_QUICK=2` times the full
+//! steps with one warm-up and 2 timed steps instead of criterion's 10 samples, and
+//! `TRAIN_STEP_CASES=all_trainable,tiny` picks steps by substring. Besides criterion's own report it prints a summary table with
 //! medians, effective GFLOP/s and the ratio to the GEMM rate measured in the same run.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 use criterion::{black_box, Criterion};
-use yolov3::model::ops;
+use yolov3::model::{
+    flops, ops, tiny_yolo_body, yolo_body, FreezeBody, KerasBatchNorm, Variant, YoloBody,
+    YoloConfig,
+};
 
 /// Per-iteration seconds recorded by every `iter_custom` sample, keyed by benchmark id.
 static SAMPLES: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
@@ -269,10 +286,277 @@ fn print_layer_summary() {
     }
 }
 
+/// One full-network measurement.
+struct StepCase {
+    id: &'static str,
+    cfg: YoloConfig,
+    batch: usize,
+    /// `None` measures bottleneck extraction (inference forward to the bottleneck features).
+    freeze: Option<FreezeBody>,
+    /// keras-yolo3 on TF 2.21, 2-core EPYC (issue 7): seconds per step, or per image for the
+    /// bottleneck extraction.
+    tf_seconds: f64,
+}
+
+fn step_cases() -> Vec<StepCase> {
+    vec![
+        StepCase {
+            id: "v3_416_all_trainable_b4",
+            cfg: YoloConfig::v3(1),
+            batch: 4,
+            freeze: Some(FreezeBody::None),
+            tf_seconds: 9.74,
+        },
+        StepCase {
+            id: "v3_416_freeze_body2_b16",
+            cfg: YoloConfig::v3(1),
+            batch: 16,
+            freeze: Some(FreezeBody::AllButOutputs),
+            tf_seconds: 9.70,
+        },
+        StepCase {
+            id: "tiny_416_all_trainable_b8",
+            cfg: YoloConfig::tiny(1),
+            batch: 8,
+            freeze: Some(FreezeBody::None),
+            tf_seconds: 2.57,
+        },
+        StepCase {
+            id: "v3_416_bottleneck_b4",
+            cfg: YoloConfig::v3(1),
+            batch: 4,
+            freeze: None,
+            tf_seconds: 0.63,
+        },
+    ]
+}
+
+const SIZE: usize = 416;
+
+/// One step: forward, loss = sum of squared raw outputs, backward (gradients only; the optimizer
+/// update is a few element-wise passes over the weights).
+fn train_step(model: &YoloBody, x: &Tensor, freeze: FreezeBody) -> candle_core::Result<f32> {
+    let outs = model.forward_t(x, true, freeze)?;
+    let mut loss = outs[0].sqr()?.sum_all()?;
+    for o in &outs[1..] {
+        loss = (loss + o.sqr()?.sum_all()?)?;
+    }
+    let grads = loss.backward()?;
+    black_box(&grads);
+    loss.to_scalar::<f32>()
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux `clear_refs` 5); false elsewhere.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Peak resident set size (`VmHWM`) in GB, if the platform reports it.
+fn peak_rss_gb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e9)
+}
+
+static PEAK_RSS: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
+
+fn bench_steps(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut group = c.benchmark_group("step");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(30));
+    for case in step_cases() {
+        let id = format!("step/{}", case.id);
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = yolo_body_any(&case.cfg, vb).expect("model");
+        let x = Tensor::rand(0f32, 1.0, (case.batch, 3, SIZE, SIZE), &dev).expect("input");
+        let run = || match case.freeze {
+            Some(freeze) => {
+                let loss = train_step(&model, &x, freeze).expect("step");
+                assert!(loss.is_finite(), "loss {loss}");
+            }
+            None => {
+                black_box(model.forward_bottleneck(&x).expect("bottleneck"));
+            }
+        };
+        let reset = reset_peak_rss();
+        if let Some(n) = quick_steps() {
+            if !step_selected(&id) {
+                continue;
+            }
+            // Quick mode: one warm-up step, then `n` timed steps, no criterion statistics.
+            run();
+            for _ in 0..n {
+                let t = Instant::now();
+                run();
+                record(&id, t.elapsed(), 1);
+            }
+            println!("{id}: {:?}", SAMPLES.lock().expect("samples lock").get(&id));
+        } else {
+            group.bench_function(case.id, |b| {
+                b.iter_custom(|iters| {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        run();
+                    }
+                    let el = t.elapsed();
+                    record(&id, el, iters);
+                    el
+                })
+            });
+        }
+        if let (true, Some(gb)) = (reset, peak_rss_gb()) {
+            PEAK_RSS.lock().expect("rss lock").insert(id, gb);
+        }
+    }
+    group.finish();
+}
+
+/// `TRAIN_STEP_QUICK=n`: time full steps with one warm-up and `n` timed steps instead of
+/// criterion's ten samples (a YOLOv3 step takes seconds to tens of seconds on 2 cores).
+fn quick_steps() -> Option<usize> {
+    std::env::var("TRAIN_STEP_QUICK").ok()?.parse().ok()
+}
+
+/// In quick mode, criterion's filter is not applied to the steps; `TRAIN_STEP_CASES` (a
+/// comma-separated list of substrings) selects them instead.
+fn step_selected(id: &str) -> bool {
+    match std::env::var("TRAIN_STEP_CASES") {
+        Ok(list) => list.split(',').any(|p| id.contains(p)),
+        Err(_) => true,
+    }
+}
+
+/// `yolo_body` or `tiny_yolo_body` by the config's variant.
+fn yolo_body_any(cfg: &YoloConfig, vb: VarBuilder) -> candle_core::Result<YoloBody> {
+    match cfg.variant {
+        Variant::YoloV3 => yolo_body(cfg, vb),
+        Variant::Tiny => tiny_yolo_body(cfg, vb),
+    }
+}
+
+fn print_step_summary() {
+    let gemm = gemm_rate();
+    println!("\n== full steps, 416x416, 1 class (medians) ==");
+    println!(
+        "{:<28} {:>9} {:>8} {:>9} {:>7} {:>9} {:>7} {:>8}",
+        "case", "s/step", "img/s", "GFLOP/s", "/GEMM", "TF s", "ours/TF", "peak GB"
+    );
+    for case in step_cases() {
+        let id = format!("step/{}", case.id);
+        let Some(t) = median(&id) else { continue };
+        let fwd = flops(&case.cfg, SIZE, SIZE) * case.batch as f64;
+        // Training counts 3x forward where the whole network trains; a frozen prefix only runs
+        // forward (the output convs' backward is negligible).
+        let work = match case.freeze {
+            Some(FreezeBody::None) => 3.0 * fwd,
+            _ => fwd,
+        };
+        let rate = work / t / 1e9;
+        let ratio = gemm
+            .map(|g| format!("{:.2}", rate / g))
+            .unwrap_or_else(|| "-".into());
+        let (label, ours_tf) = match case.freeze {
+            Some(_) => ("s/step", t / case.tf_seconds),
+            None => ("s/img", t / case.batch as f64 / case.tf_seconds),
+        };
+        let rss = PEAK_RSS.lock().expect("rss lock").get(&id).copied();
+        println!(
+            "{:<28} {:>8.3}s {:>8.3} {:>9.1} {:>7} {:>8.2}s {:>7.2} {:>8} ({label} for TF; ours {:.3} s/img)",
+            case.id,
+            t,
+            case.batch as f64 / t,
+            rate,
+            ratio,
+            case.tf_seconds,
+            ours_tf,
+            rss.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into()),
+            t / case.batch as f64,
+        );
+    }
+}
+
+/// Keras BatchNorm (training) + leaky at 4x64x208x208: the model's composed version against the
+/// fused op, forward and backward.
+fn bench_bn(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let (n, ch, hw) = (4, 64, 208);
+    let x = Var::randn(0f32, 1.0, (n, ch, hw, hw), &dev).expect("x");
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let bn = KerasBatchNorm::new(ch, vb.pp("bn")).expect("bn");
+    let gamma = Var::ones(ch, DType::F32, &dev).expect("gamma");
+    let beta = Var::zeros(ch, DType::F32, &dev).expect("beta");
+    let composed = |x: &Tensor| ops::leaky_relu(&bn.forward_t(x, true)?, 0.1);
+    let fused = |x: &Tensor| {
+        Ok(ops::batch_norm_leaky_train(x, gamma.as_tensor(), beta.as_tensor(), 1e-3, 0.1)?.0)
+    };
+    let impls: [(&str, &dyn Fn(&Tensor) -> candle_core::Result<Tensor>); 2] =
+        [("composed", &composed), ("fused", &fused)];
+    let mut group = c.benchmark_group("bn");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300));
+    for (name, f) in impls {
+        let id = format!("bn/{name}/fwd");
+        group.bench_function(format!("{name}/fwd"), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    black_box(f(x.as_tensor()).expect("bn"));
+                }
+                let el = t.elapsed();
+                record(&id, el, iters);
+                el
+            })
+        });
+        let id = format!("bn/{name}/bwd");
+        group.bench_function(format!("{name}/bwd"), |b| {
+            b.iter_custom(|iters| {
+                let mut el = Duration::ZERO;
+                for _ in 0..iters {
+                    let y = f(x.as_tensor()).expect("bn");
+                    let t = Instant::now();
+                    black_box(y.backward().expect("backward"));
+                    el += t.elapsed();
+                }
+                record(&id, el, iters);
+                el
+            })
+        });
+    }
+    group.finish();
+}
+
+fn print_bn_summary() {
+    let get = |k: &str| median(&format!("bn/{k}"));
+    if let (Some(cf), Some(cb), Some(ff), Some(fb)) = (
+        get("composed/fwd"),
+        get("composed/bwd"),
+        get("fused/fwd"),
+        get("fused/bwd"),
+    ) {
+        println!("\n== BatchNorm(train) + leaky, 4x64x208x208 (medians) ==");
+        println!(
+            "composed (KerasBatchNorm + ops::leaky_relu): fwd {cf:.4}s bwd {cb:.4}s; fused: fwd {ff:.4}s bwd {fb:.4}s; speed-up fwd {:.2}x bwd {:.2}x",
+            cf / ff,
+            cb / fb
+        );
+    }
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_gemm(&mut c);
+    bench_steps(&mut c);
     bench_layers(&mut c);
+    bench_bn(&mut c);
     c.final_summary();
     print_layer_summary();
+    print_bn_summary();
+    print_step_summary();
 }

@@ -42,6 +42,9 @@ const CONV_CASES: &[ConvCase] = &[
     (1, 4, 3, 7, 8, 1, 2, 0),
     (3, 7, 5, 5, 5, 3, 1, 1),
     (1, 2, 2, 3, 3, 3, 2, 1),
+    // Large im2col (k = 4608 rows): the per-image path splits these into several row blocks.
+    (3, 512, 2, 30, 20, 3, 1, 1),
+    (3, 512, 3, 50, 40, 3, 2, 1),
 ];
 
 /// `sum(conv(x, w) * r)` with its gradients through `conv`.

@@ -8,7 +8,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, MatMut, MatRef};
+use super::gemm::{sgemm, sgemm_seq, MatMut, MatRef};
 use super::storage::contiguous_f32;
 
 /// Sizes of one convolution, NCHW input, OIHW kernel, symmetric zero padding, no dilation.
@@ -113,44 +113,87 @@ fn valid_range(
     (lo.min(hi), hi, off)
 }
 
-/// Unfolds one image (`c_in x h x w`) into `col` (`k() x ohw()`, row-major), zero where the
-/// window reads padding. Parallel over input channels.
+/// Unfolds output rows `oy0..oy1` of one input channel `xc` (`h x w`) into `chunk`
+/// (`kh*kw` rows of `(oy1 - oy0) * ow` columns), zero where the window reads padding.
+fn im2col_channel(xc: &[f32], g: &ConvGeom, oy0: usize, oy1: usize, chunk: &mut [f32]) {
+    let ncols = (oy1 - oy0) * g.ow;
+    for ky in 0..g.kh {
+        let (ylo, yhi, yoff) = g.valid_rows(ky);
+        let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+        for kx in 0..g.kw {
+            let (xlo, xhi, xoff) = g.valid_cols(kx);
+            let row = &mut chunk[(ky * g.kw + kx) * ncols..][..ncols];
+            if ylo >= yhi {
+                row.fill(0.0);
+                continue;
+            }
+            row[..(ylo - oy0) * g.ow].fill(0.0);
+            row[(yhi - oy0) * g.ow..].fill(0.0);
+            for oy in ylo..yhi {
+                let iy = (oy as isize * g.stride as isize + yoff) as usize;
+                let src = &xc[iy * g.w..][..g.w];
+                let dst = &mut row[(oy - oy0) * g.ow..][..g.ow];
+                dst[..xlo].fill(0.0);
+                dst[xhi..].fill(0.0);
+                if g.stride == 1 {
+                    let start = (xlo as isize + xoff) as usize;
+                    dst[xlo..xhi].copy_from_slice(&src[start..start + (xhi - xlo)]);
+                } else {
+                    for (ox, d) in dst[xlo..xhi].iter_mut().enumerate() {
+                        let ix = ((ox + xlo) * g.stride) as isize + xoff;
+                        *d = src[ix as usize];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `chunk` (the [`im2col_channel`] layout for output rows `oy0..oy1`) back onto one input
+/// channel `xc`, dropping what falls on padding: the adjoint of [`im2col_channel`].
+fn col2im_channel(chunk: &[f32], g: &ConvGeom, oy0: usize, oy1: usize, xc: &mut [f32]) {
+    let ncols = (oy1 - oy0) * g.ow;
+    for ky in 0..g.kh {
+        let (ylo, yhi, yoff) = g.valid_rows(ky);
+        let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+        for kx in 0..g.kw {
+            let (xlo, xhi, xoff) = g.valid_cols(kx);
+            let row = &chunk[(ky * g.kw + kx) * ncols..][..ncols];
+            for oy in ylo..yhi {
+                let iy = (oy as isize * g.stride as isize + yoff) as usize;
+                let dst = &mut xc[iy * g.w..][..g.w];
+                let src = &row[(oy - oy0) * g.ow..][..g.ow];
+                if g.stride == 1 {
+                    let start = (xlo as isize + xoff) as usize;
+                    for (d, s) in dst[start..start + (xhi - xlo)]
+                        .iter_mut()
+                        .zip(&src[xlo..xhi])
+                    {
+                        *d += *s;
+                    }
+                } else {
+                    for (ox, s) in src[xlo..xhi].iter().enumerate() {
+                        let ix = ((ox + xlo) * g.stride) as isize + xoff;
+                        dst[ix as usize] += *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Unfolds one whole image (`c_in x h x w`) into `col` (`k() x ohw()`, row-major), in parallel
+/// over input channels.
 pub(crate) fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
     let (hw, ohw, kk) = (g.hw(), g.ohw(), g.kh * g.kw);
     col[..g.k() * ohw]
         .par_chunks_mut(kk * ohw)
         .zip(x[..g.c_in * hw].par_chunks(hw))
-        .for_each(|(chunk, xc)| {
-            for ky in 0..g.kh {
-                let (ylo, yhi, yoff) = g.valid_rows(ky);
-                for kx in 0..g.kw {
-                    let (xlo, xhi, xoff) = g.valid_cols(kx);
-                    let row = &mut chunk[(ky * g.kw + kx) * ohw..][..ohw];
-                    row[..ylo * g.ow].fill(0.0);
-                    row[yhi * g.ow..].fill(0.0);
-                    for oy in ylo..yhi {
-                        let iy = (oy as isize * g.stride as isize + yoff) as usize;
-                        let src = &xc[iy * g.w..][..g.w];
-                        let dst = &mut row[oy * g.ow..][..g.ow];
-                        dst[..xlo].fill(0.0);
-                        dst[xhi..].fill(0.0);
-                        if g.stride == 1 {
-                            let start = (xlo as isize + xoff) as usize;
-                            dst[xlo..xhi].copy_from_slice(&src[start..start + (xhi - xlo)]);
-                        } else {
-                            for (ox, d) in dst[xlo..xhi].iter_mut().enumerate() {
-                                let ix = ((ox + xlo) * g.stride) as isize + xoff;
-                                *d = src[ix as usize];
-                            }
-                        }
-                    }
-                }
-            }
-        });
+        .for_each(|(chunk, xc)| im2col_channel(xc, g, 0, g.oh, chunk));
 }
 
-/// Folds `col` (`k() x ohw()`) back onto one image (`c_in x h x w`), summing overlapping windows
-/// and dropping what falls on padding: the adjoint of [`im2col`]. Parallel over input channels.
+/// Folds `col` (`k() x ohw()`) back onto one image, overwriting it: the adjoint of [`im2col`].
+/// Parallel over input channels.
 pub(crate) fn col2im(col: &[f32], g: &ConvGeom, x: &mut [f32]) {
     let (hw, ohw, kk) = (g.hw(), g.ohw(), g.kh * g.kw);
     x[..g.c_in * hw]
@@ -158,33 +201,43 @@ pub(crate) fn col2im(col: &[f32], g: &ConvGeom, x: &mut [f32]) {
         .zip(col[..g.k() * ohw].par_chunks(kk * ohw))
         .for_each(|(xc, chunk)| {
             xc.fill(0.0);
-            for ky in 0..g.kh {
-                let (ylo, yhi, yoff) = g.valid_rows(ky);
-                for kx in 0..g.kw {
-                    let (xlo, xhi, xoff) = g.valid_cols(kx);
-                    let row = &chunk[(ky * g.kw + kx) * ohw..][..ohw];
-                    for oy in ylo..yhi {
-                        let iy = (oy as isize * g.stride as isize + yoff) as usize;
-                        let dst = &mut xc[iy * g.w..][..g.w];
-                        let src = &row[oy * g.ow..][..g.ow];
-                        if g.stride == 1 {
-                            let start = (xlo as isize + xoff) as usize;
-                            for (d, s) in dst[start..start + (xhi - xlo)]
-                                .iter_mut()
-                                .zip(&src[xlo..xhi])
-                            {
-                                *d += *s;
-                            }
-                        } else {
-                            for (ox, s) in src[xlo..xhi].iter().enumerate() {
-                                let ix = ((ox + xlo) * g.stride) as isize + xoff;
-                                dst[ix as usize] += *s;
-                            }
-                        }
-                    }
-                }
-            }
+            col2im_channel(chunk, g, 0, g.oh, xc);
         });
+}
+
+/// Output rows `oy0..oy1` of one image into `col` (`k() x (oy1 - oy0) * ow`), on this thread.
+fn im2col_rows(x: &[f32], g: &ConvGeom, oy0: usize, oy1: usize, col: &mut [f32]) {
+    let (hw, kk, ncols) = (g.hw(), g.kh * g.kw, (oy1 - oy0) * g.ow);
+    for (chunk, xc) in col.chunks_mut(kk * ncols).zip(x.chunks(hw)).take(g.c_in) {
+        im2col_channel(xc, g, oy0, oy1, chunk);
+    }
+}
+
+/// Adds the [`im2col_rows`] layout back onto one image, on this thread.
+fn col2im_rows(col: &[f32], g: &ConvGeom, oy0: usize, oy1: usize, x: &mut [f32]) {
+    let (hw, kk, ncols) = (g.hw(), g.kh * g.kw, (oy1 - oy0) * g.ow);
+    for (xc, chunk) in x.chunks_mut(hw).zip(col.chunks(kk * ncols)).take(g.c_in) {
+        col2im_channel(chunk, g, oy0, oy1, xc);
+    }
+}
+
+/// Whether to run one image per thread (sequential GEMMs on cache-sized row blocks) instead of
+/// one image at a time with a multi-threaded GEMM: when there are at least as many images as
+/// threads, this keeps im2col/col2im in cache and avoids a pool barrier per GEMM.
+fn per_image_threads(g: &ConvGeom) -> bool {
+    g.b >= rayon::current_num_threads()
+}
+
+/// Output rows per block for the per-image path: about 1 M floats of im2col, at least 256 columns.
+fn rows_per_block(g: &ConvGeom) -> usize {
+    let cols = ((1 << 20) / g.k().max(1)).max(256);
+    (cols / g.ow.max(1)).clamp(1, g.oh.max(1))
+}
+
+/// The row blocks `(oy0, oy1)` of the per-image path.
+fn row_blocks(g: &ConvGeom) -> impl Iterator<Item = (usize, usize)> {
+    let (rows, oh) = (rows_per_block(g), g.oh);
+    (0..oh.div_ceil(rows)).map(move |i| (i * rows, ((i + 1) * rows).min(oh)))
 }
 
 /// Forward: `out[b] = W (c_out x k) · im2col(x[b])`.
@@ -192,7 +245,36 @@ pub(crate) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
     let mut out = vec![0f32; g.b * g.c_out * ohw];
     let wm = MatRef::row_major(w, k);
-    if g.pointwise() {
+    if per_image_threads(g) {
+        out.par_chunks_mut(g.c_out * ohw)
+            .zip(x.par_chunks(g.c_in * hw))
+            .try_for_each(|(ob, xb)| -> Result<()> {
+                if g.pointwise() {
+                    let xm = MatRef::row_major(xb, hw);
+                    return sgemm_seq(g.c_out, ohw, k, wm, xm, MatMut { data: ob, rs: ohw }, false);
+                }
+                let mut col = vec![0f32; k * rows_per_block(g) * g.ow];
+                for (oy0, oy1) in row_blocks(g) {
+                    let ncols = (oy1 - oy0) * g.ow;
+                    let col = &mut col[..k * ncols];
+                    im2col_rows(xb, g, oy0, oy1, col);
+                    let dst = MatMut {
+                        data: &mut ob[oy0 * g.ow..],
+                        rs: ohw,
+                    };
+                    sgemm_seq(
+                        g.c_out,
+                        ncols,
+                        k,
+                        wm,
+                        MatRef::row_major(col, ncols),
+                        dst,
+                        false,
+                    )?;
+                }
+                Ok(())
+            })?;
+    } else if g.pointwise() {
         for b in 0..g.b {
             let xb = MatRef::row_major(&x[b * g.c_in * hw..][..g.c_in * hw], hw);
             let ob = &mut out[b * g.c_out * ohw..][..g.c_out * ohw];
@@ -222,7 +304,33 @@ pub(crate) fn conv_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<V
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
     let mut dx = vec![0f32; g.b * g.c_in * hw];
     let wt = MatRef::transposed(w, k);
-    if g.pointwise() {
+    if per_image_threads(g) {
+        dx.par_chunks_mut(g.c_in * hw)
+            .zip(grad.par_chunks(g.c_out * ohw))
+            .try_for_each(|(db, gb)| -> Result<()> {
+                if g.pointwise() {
+                    let gm = MatRef::row_major(gb, ohw);
+                    return sgemm_seq(k, hw, g.c_out, wt, gm, MatMut { data: db, rs: hw }, false);
+                }
+                let mut col = vec![0f32; k * rows_per_block(g) * g.ow];
+                for (oy0, oy1) in row_blocks(g) {
+                    let ncols = (oy1 - oy0) * g.ow;
+                    let col = &mut col[..k * ncols];
+                    let gm = MatRef {
+                        data: &gb[oy0 * g.ow..],
+                        rs: ohw,
+                        cs: 1,
+                    };
+                    let dst = MatMut {
+                        data: &mut *col,
+                        rs: ncols,
+                    };
+                    sgemm_seq(k, ncols, g.c_out, wt, gm, dst, false)?;
+                    col2im_rows(col, g, oy0, oy1, db);
+                }
+                Ok(())
+            })?;
+    } else if g.pointwise() {
         for b in 0..g.b {
             let gb = MatRef::row_major(&grad[b * g.c_out * ohw..][..g.c_out * ohw], ohw);
             let db = &mut dx[b * g.c_in * hw..][..g.c_in * hw];
@@ -253,6 +361,54 @@ pub(crate) fn conv_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<V
 /// Kernel gradient: `dW = Σ_b grad[b] (c_out x ohw) · im2col(x[b])ᵀ`.
 pub(crate) fn conv_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<Vec<f32>> {
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
+    if per_image_threads(g) {
+        let partials = (0..g.b)
+            .into_par_iter()
+            .fold(
+                || Ok(vec![0f32; g.c_out * k]),
+                |acc: Result<Vec<f32>>, b| {
+                    let mut acc = acc?;
+                    let xb = &x[b * g.c_in * hw..][..g.c_in * hw];
+                    let gb = &grad[b * g.c_out * ohw..][..g.c_out * ohw];
+                    if g.pointwise() {
+                        let (gm, xt) = (MatRef::row_major(gb, ohw), MatRef::transposed(xb, hw));
+                        let dst = MatMut {
+                            data: &mut acc,
+                            rs: k,
+                        };
+                        sgemm_seq(g.c_out, k, ohw, gm, xt, dst, true)?;
+                        return Ok(acc);
+                    }
+                    let mut col = vec![0f32; k * rows_per_block(g) * g.ow];
+                    for (oy0, oy1) in row_blocks(g) {
+                        let ncols = (oy1 - oy0) * g.ow;
+                        let col = &mut col[..k * ncols];
+                        im2col_rows(xb, g, oy0, oy1, col);
+                        let gm = MatRef {
+                            data: &gb[oy0 * g.ow..],
+                            rs: ohw,
+                            cs: 1,
+                        };
+                        let ct = MatRef::transposed(col, ncols);
+                        let dst = MatMut {
+                            data: &mut acc,
+                            rs: k,
+                        };
+                        sgemm_seq(g.c_out, k, ncols, gm, ct, dst, true)?;
+                    }
+                    Ok(acc)
+                },
+            )
+            .collect::<Result<Vec<Vec<f32>>>>()?;
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![0f32; g.c_out * k]);
+        for p in parts {
+            dw.par_chunks_mut(1 << 14)
+                .zip(p.par_chunks(1 << 14))
+                .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, p)| *d += p));
+        }
+        return Ok(dw);
+    }
     let mut dw = vec![0f32; g.c_out * k];
     if g.pointwise() {
         for b in 0..g.b {

@@ -76,6 +76,42 @@ pub(crate) fn sgemm(
     dst: MatMut<'_>,
     accumulate: bool,
 ) -> Result<()> {
+    sgemm_with(
+        m,
+        n,
+        k,
+        lhs,
+        rhs,
+        dst,
+        accumulate,
+        gemm_parallelism(m, n, k),
+    )
+}
+
+/// [`sgemm`] on the calling thread only, for callers that parallelise over images themselves.
+pub(crate) fn sgemm_seq(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    dst: MatMut<'_>,
+    accumulate: bool,
+) -> Result<()> {
+    sgemm_with(m, n, k, lhs, rhs, dst, accumulate, gemm::Parallelism::None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    dst: MatMut<'_>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) -> Result<()> {
     let (dst, dst_rs) = (dst.data, dst.rs);
     if m == 0 || n == 0 {
         return Ok(());
@@ -118,7 +154,7 @@ pub(crate) fn sgemm(
             false,
             false,
             false,
-            gemm_parallelism(m, n, k),
+            parallelism,
         )
     }
     Ok(())
