@@ -108,7 +108,8 @@ pub fn letterbox_batch(
     device: &Device,
 ) -> Result<LetterboxBatch> {
     let aug = AugmentConfig::default();
-    let samples: Vec<Result<(Vec<f32>, Vec<BoxLabel>, (f32, f32))>> = anns
+    type Decoded = (Vec<f32>, Vec<BoxLabel>, (f32, f32));
+    let samples: Vec<Result<Decoded>> = anns
         .par_iter()
         .enumerate()
         .map(|(k, a)| {

@@ -39,6 +39,10 @@ pub struct DemoConfig {
     pub frozen_epochs: usize,
     /// Epochs of the unfreeze phase.
     pub unfreeze_epochs: usize,
+    /// Augment images in the from-scratch phase (off: plenty of generated images instead).
+    pub augment_scratch: bool,
+    /// Learning rate of the from-scratch phase.
+    pub scratch_lr: f64,
     /// Detections drawn for this many test images.
     pub draw: usize,
     /// Seed of data and training.
@@ -58,6 +62,8 @@ impl Default for DemoConfig {
             bottleneck_epochs: 10,
             frozen_epochs: 2,
             unfreeze_epochs: 10,
+            augment_scratch: false,
+            scratch_lr: 1e-3,
             draw: 6,
             seed: 0,
             progress: true,
@@ -110,7 +116,8 @@ pub fn demo_train_config(d: &DemoConfig, data_dir: &Path) -> TrainConfig {
     let e2 = d.frozen_epochs;
     let e3 = d.unfreeze_epochs;
     let s = c.phase_mut(PhaseKind::Scratch);
-    (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e0 > 0, 0, e0, 16, 1e-3);
+    (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e0 > 0, 0, e0, 16, d.scratch_lr);
+    s.augment = d.augment_scratch;
     let s = c.phase_mut(PhaseKind::Bottleneck);
     (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e1 > 0, 0, e1, 8, 1e-3);
     let s = c.phase_mut(PhaseKind::Frozen);
@@ -130,6 +137,8 @@ pub fn run_demo(d: &DemoConfig, log: impl FnMut(&str) + Clone + 'static) -> Resu
             image_size: d.size,
             count,
             seed,
+            min_object_size: 12 * d.size / 128,
+            max_object_size: 48 * d.size / 128,
             ..SynthConfig::default()
         };
         Ok(write_synth(&cfg, dir)?)

@@ -31,11 +31,8 @@ impl EpochProgress {
             .set_message(format!("loss {mean_loss:.3} {images_per_sec:.1} img/s"));
     }
 
-    /// Replaces the bar with a one-line epoch summary.
-    pub fn finish(&self, summary: String) {
+    /// Removes the bar (the trainer then logs the epoch summary).
+    pub fn finish(&self) {
         self.bar.finish_and_clear();
-        if !self.bar.is_hidden() {
-            eprintln!("{summary}");
-        }
     }
 }

@@ -294,7 +294,7 @@ impl Trainer {
         }
 
         let source = match phase {
-            PhaseKind::Bottleneck => Source::Cache(self.prepare_cache()?),
+            PhaseKind::Bottleneck => Source::Cache(Box::new(self.prepare_cache()?)),
             _ => Source::Images(self.image_loader(phase, pc)?),
         };
 
@@ -593,7 +593,8 @@ impl Trainer {
             Ok(())
         };
         match source {
-            Source::Cache((train, _)) => {
+            Source::Cache(c) => {
+                let train = &c.0;
                 let batches =
                     epoch_batches(train.len(), pc.batch_size, cfg.seed, epoch, pc.shuffle);
                 let bar = EpochProgress::new(cfg.progress, phase.name(), epoch, batches.len());
@@ -617,7 +618,7 @@ impl Trainer {
                     let outputs = self.model.forward_last(&feats)?;
                     step_fn(outputs, y_true, paths, step, &bar)?;
                 }
-                bar.finish(String::new());
+                bar.finish();
             }
             Source::Images((train, _)) => {
                 let bar =
@@ -625,7 +626,7 @@ impl Trainer {
                 for (step, b) in train.epoch(epoch).enumerate() {
                     let b = b?;
                     for (p, why) in &b.skipped {
-                        (eprintln!("warning: skipped {}: {why}", p.display()));
+                        eprintln!("warning: skipped {}: {why}", p.display());
                     }
                     if b.is_empty() {
                         continue;
@@ -640,7 +641,7 @@ impl Trainer {
                     let paths = b.paths.iter().map(|p| p.display().to_string()).collect();
                     step_fn(outputs, y_true, paths, step, &bar)?;
                 }
-                bar.finish(String::new());
+                bar.finish();
             }
         }
         sum.scale(steps);
@@ -671,7 +672,8 @@ impl Trainer {
             n += m;
         };
         match source {
-            Source::Cache((_, val)) => {
+            Source::Cache(c) => {
+                let val = &c.1;
                 let all: Vec<usize> = (0..val.len()).collect();
                 for idx in all.chunks(pc.batch_size) {
                     let feats = val.batch(idx, &self.device)?;
@@ -737,7 +739,7 @@ impl Trainer {
 }
 
 enum Source {
-    Cache((BottleneckCache, BottleneckCache)),
+    Cache(Box<(BottleneckCache, BottleneckCache)>),
     Images((BatchLoader, BatchLoader)),
 }
 

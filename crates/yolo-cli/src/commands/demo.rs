@@ -28,6 +28,15 @@ pub struct Args {
     /// Epochs of the unfreeze phase.
     #[arg(long)]
     pub unfreeze_epochs: Option<usize>,
+    /// Image and input size (multiple of 32).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Learning rate of the from-scratch phase.
+    #[arg(long)]
+    pub scratch_lr: Option<f64>,
+    /// Augment images in the from-scratch phase.
+    #[arg(long)]
+    pub augment_scratch: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -51,6 +60,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     set(&mut d.bottleneck_epochs, a.bottleneck_epochs);
     set(&mut d.frozen_epochs, a.frozen_epochs);
     set(&mut d.unfreeze_epochs, a.unfreeze_epochs);
+    if let Some(s) = a.size {
+        d.size = s;
+    }
+    if let Some(lr) = a.scratch_lr {
+        d.scratch_lr = lr;
+    }
+    d.augment_scratch |= a.augment_scratch;
     let r = run_demo(&d, |m| eprintln!("{m}"))?;
     let run = r.run_dir.display();
     println!("demo finished in {:.1}s", r.seconds);
