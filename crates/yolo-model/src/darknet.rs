@@ -38,7 +38,8 @@ pub struct DarknetHeader {
 impl DarknetHeader {
     /// Whether `seen` is stored as an int64 (`major * 10 + minor >= 2`, both below 1000).
     pub fn seen_is_i64(&self) -> bool {
-        self.major * 10 + self.minor >= 2 && self.major < 1000 && self.minor < 1000
+        // In i64: `major * 10` overflows i32 for versions above 214748364 (found by proptest).
+        self.major as i64 * 10 + self.minor as i64 >= 2 && self.major < 1000 && self.minor < 1000
     }
 
     /// Header size in bytes: 20 with an int64 `seen`, 16 otherwise.

@@ -237,7 +237,14 @@ pub fn cfg_convs(sections: &[CfgSection], path: &Path) -> Result<Vec<CfgConv>, M
                             format!("route layer `{item}` is not an integer"),
                         )
                     })?;
-                    sum += out_c[resolve(v)?];
+                    // Checked: huge `filters` values must not overflow the sum (found by proptest).
+                    sum = usize::checked_add(sum, out_c[resolve(v)?]).ok_or_else(|| {
+                        cfg_err(
+                            path,
+                            s.line,
+                            format!("route layers {list} give more channels than fit in a usize"),
+                        )
+                    })?;
                 }
                 sum
             }
