@@ -66,7 +66,7 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// Writes `bytes_writer` output to `path` atomically: a temporary file in the same folder, fsync,
+/// Writes `path` atomically through `write` (which fills a temporary file in the same folder), fsync,
 /// rename over `path`, then fsync of the folder (best effort), so a crash never leaves a
 /// half-written file under `path`.
 pub(crate) fn write_atomic(
