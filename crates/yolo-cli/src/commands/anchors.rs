@@ -37,7 +37,7 @@ fn parse_input_size(s: &str) -> anyhow::Result<(u32, u32)> {
             .trim()
             .parse()
             .with_context(|| format!("--input-size `{s}`: `{t}` is not a whole number"))?;
-        if v == 0 || v % 32 != 0 {
+        if v == 0 || !v.is_multiple_of(32) {
             bail!("--input-size `{s}`: {v} is not a positive multiple of 32");
         }
         Ok(v)
