@@ -192,17 +192,31 @@ pub fn augment_with_params(
         let pw = win.x1 - win.x0;
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
+        let mut tmp = vec![0f32; 3 * pw];
         for (ry, row) in part.as_raw().chunks_exact(pw * 3).enumerate() {
             let cy = (p.dy + (win.y0 + ry) as i64) as usize;
             let cx0 = (p.dx + win.x0 as i64) as usize;
-            let base = cy * w;
-            for (rx, px) in row.chunks_exact(3).enumerate() {
-                let cx = cx0 + rx;
-                let cx = if p.flip { w - 1 - cx } else { cx };
-                let v = hsv.apply(px[0], px[1], px[2]);
-                r_plane[base + cx] = v[0];
-                g_plane[base + cx] = v[1];
-                b_plane[base + cx] = v[2];
+            hsv.apply_row(row, &mut tmp);
+            let (tr, rest) = tmp.split_at(pw);
+            let (tg, tb) = rest.split_at(pw);
+            // Mirrored placement: canvas column cx goes to w - 1 - cx.
+            let start = if p.flip { w - cx0 - pw } else { cx0 };
+            let at = cy * w + start;
+            for (plane_row, src) in [
+                &mut r_plane[at..at + pw],
+                &mut g_plane[at..at + pw],
+                &mut b_plane[at..at + pw],
+            ]
+            .into_iter()
+            .zip([tr, tg, tb])
+            {
+                if p.flip {
+                    for (d, s) in plane_row.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
+                } else {
+                    plane_row.copy_from_slice(src);
+                }
             }
         }
     }
@@ -252,6 +266,7 @@ impl Hsv {
         Self { hue, sat, val }
     }
 
+    /// One pixel. Branch-free (selects only) so that [`Hsv::apply_row`] vectorises.
     #[inline(always)]
     fn apply(&self, r: u8, g: u8, b: u8) -> [f32; 3] {
         const INV255: f32 = 1.0 / 255.0;
@@ -259,45 +274,93 @@ impl Hsv {
         let v = r.max(g).max(b);
         let delta = v - r.min(g).min(b);
         let s = if v > 0.0 { delta / v } else { 0.0 };
-        let mut h = 0.0f32;
-        if delta > 0.0 {
-            // matplotlib assigns r, then g, then b cases, so the last matching maximum wins.
-            h = if b == v {
-                4.0 + (r - g) / delta
-            } else if g == v {
-                2.0 + (b - r) / delta
-            } else {
-                (g - b) / delta
-            };
-            h = (h / 6.0).rem_euclid(1.0);
-        }
-        // keras-yolo3: add the hue shift and wrap once, scale s and v, clamp everything to [0, 1].
-        h += self.hue;
-        if h > 1.0 {
-            h -= 1.0;
-        }
-        if h < 0.0 {
-            h += 1.0;
-        }
+        // matplotlib assigns the r, then g, then b cases, so the last matching maximum wins;
+        // `(h / 6) % 1` needs one wrap since h / 6 lies in [-1/6, 5/6].
+        let inv_d = if delta > 0.0 { 1.0 / delta } else { 0.0 };
+        let h_r = (g - b) * inv_d;
+        let h_g = 2.0 + (b - r) * inv_d;
+        let h_b = 4.0 + (r - g) * inv_d;
+        let h = if b == v {
+            h_b
+        } else if g == v {
+            h_g
+        } else {
+            h_r
+        } / 6.0;
+        let h = if h < 0.0 { h + 1.0 } else { h };
+        let h = if delta > 0.0 { h } else { 0.0 };
+        // keras-yolo3: shift the hue and wrap once, scale s and v, clamp everything to [0, 1].
+        let h = h + self.hue;
+        let h = if h > 1.0 { h - 1.0 } else { h };
+        let h = if h < 0.0 { h + 1.0 } else { h };
         let h = h.clamp(0.0, 1.0);
         let s = (s * self.sat).clamp(0.0, 1.0);
         let v = (v * self.val).clamp(0.0, 1.0);
-        if s == 0.0 {
-            return [v, v, v];
-        }
+        // matplotlib's hsv_to_rgb; h6 >= 0 so truncation is floor; i = 6 (h = 1) is sector 0.
         let h6 = h * 6.0;
-        let i = h6.floor();
-        let f = h6 - i;
+        let i = h6 as i32;
+        let f = h6 - i as f32;
         let p = v * (1.0 - s);
         let q = v * (1.0 - s * f);
         let t = v * (1.0 - s * (1.0 - f));
-        match (i as i32).rem_euclid(6) {
-            0 => [v, t, p],
-            1 => [q, v, p],
-            2 => [p, v, t],
-            3 => [p, q, v],
-            4 => [t, p, v],
-            _ => [v, p, q],
+        let r = if i == 1 {
+            q
+        } else if i == 2 || i == 3 {
+            p
+        } else if i == 4 {
+            t
+        } else {
+            v
+        };
+        let g = if i == 1 || i == 2 {
+            v
+        } else if i == 3 {
+            q
+        } else if i == 4 || i == 5 {
+            p
+        } else {
+            t
+        };
+        let b = if i == 3 || i == 4 {
+            v
+        } else if i == 2 {
+            t
+        } else if i == 5 {
+            q
+        } else {
+            p
+        };
+        [r, g, b]
+    }
+
+    /// A row of interleaved RGB pixels into planar `out = [r.., g.., b..]` (`out.len() = 3n`).
+    fn apply_row(&self, px: &[u8], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is available, checked just above.
+                return unsafe { self.apply_row_avx2(px, out) };
+            }
+        }
+        self.apply_row_impl(px, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn apply_row_avx2(&self, px: &[u8], out: &mut [f32]) {
+        self.apply_row_impl(px, out)
+    }
+
+    #[inline(always)]
+    fn apply_row_impl(&self, px: &[u8], out: &mut [f32]) {
+        let n = px.len() / 3;
+        let (r, rest) = out.split_at_mut(n);
+        let (g, b) = rest.split_at_mut(n);
+        for (((p, r), g), b) in px.chunks_exact(3).zip(r).zip(g).zip(b) {
+            let [x, y, z] = self.apply(p[0], p[1], p[2]);
+            *r = x;
+            *g = y;
+            *b = z;
         }
     }
 }
