@@ -514,4 +514,68 @@ mod tests {
         assert_ne!(a.image, c.image);
         assert_eq!(a.image.len(), 3 * 64 * 96);
     }
+
+    #[test]
+    fn row_kernel_equals_pixel_function_and_f64_reference() {
+        let hsv = Hsv::new(-0.07, 1.3, 0.8);
+        let px: Vec<u8> = (0..3 * 517)
+            .map(|i| ((i * 97 + i / 7) % 256) as u8)
+            .collect();
+        let mut out = vec![0f32; 3 * 517];
+        hsv.apply_row(&px, &mut out);
+        for (k, p) in px.chunks_exact(3).enumerate() {
+            let one = hsv.apply(p[0], p[1], p[2]);
+            let row = [out[k], out[517 + k], out[2 * 517 + k]];
+            assert_eq!(one.map(f32::to_bits), row.map(f32::to_bits), "pixel {k}");
+            // Independent f64 model of matplotlib's rgb_to_hsv / hsv_to_rgb with the distortion.
+            let want = reference(p, -0.07, 1.3, 0.8);
+            for c in 0..3 {
+                assert!(
+                    (row[c] as f64 - want[c]).abs() < 1e-5,
+                    "pixel {k} {p:?}: {row:?} vs {want:?}"
+                );
+            }
+        }
+    }
+
+    fn reference(p: &[u8], hue: f64, sat: f64, val: f64) -> [f64; 3] {
+        let (r, g, b) = (
+            p[0] as f64 / 255.0,
+            p[1] as f64 / 255.0,
+            p[2] as f64 / 255.0,
+        );
+        let v = r.max(g).max(b);
+        let d = v - r.min(g).min(b);
+        let s = if v > 0.0 { d / v } else { 0.0 };
+        let mut h = 0.0;
+        if d > 0.0 {
+            h = if b == v {
+                4.0 + (r - g) / d
+            } else if g == v {
+                2.0 + (b - r) / d
+            } else {
+                (g - b) / d
+            };
+            h = (h / 6.0).rem_euclid(1.0);
+        }
+        h += hue;
+        if h > 1.0 {
+            h -= 1.0
+        }
+        if h < 0.0 {
+            h += 1.0
+        }
+        let (s, v) = ((s * sat).clamp(0.0, 1.0), (v * val).clamp(0.0, 1.0));
+        let i = (h * 6.0).floor();
+        let f = h * 6.0 - i;
+        let (pp, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
+        match (i as i64).rem_euclid(6) {
+            0 => [v, t, pp],
+            1 => [q, v, pp],
+            2 => [pp, v, t],
+            3 => [pp, q, v],
+            4 => [t, pp, v],
+            _ => [v, pp, q],
+        }
+    }
 }
