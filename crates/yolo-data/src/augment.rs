@@ -133,6 +133,20 @@ impl AugmentParams {
 /// `random = false`: letterbox (bit-exact Pillow BICUBIC, grey 128), boxes shuffled, truncated to
 /// `max_boxes`, mapped with `int(v * scale + offset)` and not clipped.
 /// `random = true`: see [`augment_with_params`]; draws come from `rng` in keras-yolo3's order.
+///
+/// ```
+/// use rand::SeedableRng;
+/// use yolo_data::{get_random_data, AugmentConfig, BoxLabel, InputShape};
+///
+/// let image = image::RgbImage::from_pixel(650, 417, image::Rgb([200, 10, 10]));
+/// let boxes = [BoxLabel { x_min: 81.0, y_min: 88.0, x_max: 522.0, y_max: 408.0, class: 0 }];
+/// let input = InputShape::new(416, 416).unwrap();
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+/// let s = get_random_data(&image, &boxes, input, false, &AugmentConfig::default(), &mut rng);
+/// assert_eq!(s.image.len(), 3 * 416 * 416);
+/// // Letterbox: scale 0.64, offset (0, 75), truncated like keras-yolo3.
+/// assert_eq!((s.boxes[0].x_min, s.boxes[0].y_min, s.boxes[0].x_max, s.boxes[0].y_max), (51.0, 131.0, 334.0, 336.0));
+/// ```
 pub fn get_random_data(
     image: &RgbImage,
     boxes: &[BoxLabel],

@@ -198,8 +198,8 @@ impl BatchLoader {
         }
     }
 
-    /// The annotation index and RNG seed stream of sample `s` of the stream (exposed for tests
-    /// and tools that want to replay one sample).
+    /// The annotation index of sample `s` of the endless stream (sample `s` also uses ChaCha8
+    /// stream `s` of `seed` for its augmentation); for tools that replay one sample.
     pub fn sample_index(&self, s: u64) -> usize {
         self.inner.index_of(s, &mut PermCache::default())
     }

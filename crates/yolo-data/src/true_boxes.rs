@@ -58,6 +58,17 @@ impl YTrue {
 
 /// keras-yolo3's `preprocess_true_boxes` for a batch: `boxes[b]` are image `b`'s rows
 /// (`x_min, y_min, x_max, y_max, class` in input pixels; missing rows count as zero padding).
+///
+/// ```
+/// use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
+///
+/// // A 116x90 box (anchor 6: layer 0, slot 0) centred at (69, 65) on a 416x416 input.
+/// let b = BoxLabel { x_min: 11.0, y_min: 20.0, x_max: 127.0, y_max: 110.0, class: 1 };
+/// let y = preprocess_true_boxes(&[vec![b]], InputShape::new(416, 416).unwrap(), &Anchors::yolo_default(), 2).unwrap();
+/// assert_eq!(y[0].shape, [1, 13, 13, 3, 7]);
+/// let at = y[0].offset(0, 2, 2, 0); // row floor(65 / 32), column floor(69 / 32)
+/// assert_eq!(&y[0].data[at + 4..at + 7], &[1.0, 0.0, 1.0]);
+/// ```
 pub fn preprocess_true_boxes(
     boxes: &[Vec<BoxLabel>],
     input: InputShape,
