@@ -3,7 +3,7 @@
 //! every epoch) of an uninterrupted run with the same seed on the CPU; no kill loses more than the
 //! epoch in progress.
 //!
-//! Small on purpose: tiny YOLOv3 at 64x64, 8 synthetic images (`yolo synth`), the three phases of
+//! Small on purpose: tiny YOLOv3 at 64x64, 8 synthetic images (`yolo synth`'s generator), the three phases of
 //! train_bottleneck.py with 2 epochs each and batch 2-3.
 
 use std::os::unix::process::ExitStatusExt;
@@ -50,30 +50,20 @@ fn output(cmd: &mut Command) -> Output {
         .expect("run yolo")
 }
 
+/// The synthetic dataset `yolo synth` writes, made with the library call behind it.
 fn synth(dir: &Path) -> (PathBuf, PathBuf) {
-    let out = output(Command::new(YOLO).args([
-        "synth",
-        "--out",
-        dir.to_str().unwrap(),
-        "--count",
-        "8",
-        "--size",
-        "64",
-        "--min-object-size",
-        "12",
-        "--max-object-size",
-        "32",
-        "--max-objects",
-        "2",
-        "--classes",
-        "circle,square",
-    ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (dir.join("annotations.txt"), dir.join("classes.txt"))
+    let cfg = yolo_data::SynthConfig {
+        image_size: 64,
+        count: 8,
+        classes: vec![yolo_data::SynthShape::Circle, yolo_data::SynthShape::Square],
+        seed: 3,
+        min_object_size: 12,
+        max_object_size: 32,
+        max_objects: 2,
+        ..Default::default()
+    };
+    let d = yolo_data::write_synth(&cfg, dir).unwrap();
+    (d.annotation_file, d.classes_file)
 }
 
 fn train_fresh(data: &(PathBuf, PathBuf), run: &Path) -> Command {
