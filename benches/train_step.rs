@@ -480,6 +480,8 @@ fn print_step_summary() {
     }
 }
 
+type BnFn<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
+
 /// Keras BatchNorm (training) + leaky at 4x64x208x208: the model's composed version against the
 /// fused op, forward and backward.
 fn bench_bn(c: &mut Criterion) {
@@ -495,8 +497,7 @@ fn bench_bn(c: &mut Criterion) {
     let fused = |x: &Tensor| {
         Ok(ops::batch_norm_leaky_train(x, gamma.as_tensor(), beta.as_tensor(), 1e-3, 0.1)?.0)
     };
-    let impls: [(&str, &dyn Fn(&Tensor) -> candle_core::Result<Tensor>); 2] =
-        [("composed", &composed), ("fused", &fused)];
+    let impls: [(&str, &BnFn); 2] = [("composed", &composed), ("fused", &fused)];
     let mut group = c.benchmark_group("bn");
     group
         .sample_size(10)

@@ -382,3 +382,20 @@ fn affine_leaky_matches_candle_and_finite_differences() -> Result<()> {
     let f = |x: &Tensor, s: &Tensor, t: &Tensor| ops::affine_leaky(x, s, t, 0.1);
     check_fd3(f, args, &rs, 1e-3, 1e-2, "affine_leaky")
 }
+
+#[test]
+fn conv2d_gives_no_gradient_to_untracked_arguments() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(31);
+    let x = rand_tensor(&mut rng, &[3, 2, 5, 5])?;
+    let w = Var::from_tensor(&rand_tensor(&mut rng, &[4, 2, 3, 3])?)?;
+    let loss = ops::conv2d(&x, w.as_tensor(), 1, 1)?.sum_all()?;
+    let grads = loss.backward()?;
+    assert!(
+        grads.get(&x).is_none(),
+        "a plain input tensor needs no gradient"
+    );
+    let gw = grads.get(w.as_tensor()).expect("kernel gradient");
+    let gw_ref = x.conv2d(w.as_tensor(), 1, 1, 1, 1)?.sum_all()?.backward()?;
+    assert!(max_rel_err(gw, gw_ref.get(w.as_tensor()).expect("ref gradient"))? < 1e-5);
+    Ok(())
+}

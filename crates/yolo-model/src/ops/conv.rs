@@ -484,28 +484,34 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // An argument outside the graph (the input image, a detached frozen prefix, a constant
+        // kernel) gets no gradient, which saves a GEMM and a col2im per image.
         let grad = grad.contiguous()?;
         let (_, _, h, wd) = x.dims4()?;
         let (_, _, kh, kw) = w.dims4()?;
-        let gx = grad.apply_op2_no_bwd(
-            w,
-            &ConvInputGradOp {
+        let gx = if x.track_op() {
+            let op = ConvInputGradOp {
                 stride: self.stride,
                 pad: self.pad,
                 h,
                 w: wd,
-            },
-        )?;
-        let gw = x.apply_op2_no_bwd(
-            &grad,
-            &ConvKernelGradOp {
+            };
+            Some(grad.apply_op2_no_bwd(w, &op)?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            let op = ConvKernelGradOp {
                 stride: self.stride,
                 pad: self.pad,
                 kh,
                 kw,
-            },
-        )?;
-        Ok((Some(gx), Some(gw)))
+            };
+            Some(x.apply_op2_no_bwd(&grad, &op)?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
     }
 }
 
