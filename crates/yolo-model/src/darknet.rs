@@ -9,8 +9,17 @@
 //!
 //! A file may also stop at a conv boundary before the end (e.g. `darknet53.conv.74`, which holds
 //! exactly the 52 Darknet-53 convs): the covered convs are loaded and the rest reported as
-//! missing. A file that ends inside a conv, or is longer than the model, is an error that states
-//! the expected and found float counts.
+//! missing.
+//!
+//! A full file trained with another class count (an 80-class `yolov3.weights` loaded into a
+//! 1-class model, as keras-yolo3 users do with `convert.py` then
+//! `load_weights(by_name=True, skip_mismatch=True)`) is recognised by its float count: everything
+//! but the output convs is fixed by the network, and each output conv takes
+//! `filters * (c_in + 1)` floats with `filters = A * (5 + C_file)`, so `C_file` is solved for
+//! ([`infer_file_filters`]). The body is loaded and the output convs are skipped and reported in
+//! [`LoadReport::skipped_shape`] with both shapes. A file whose count no class count explains, that
+//! ends inside a conv, or is longer than the model, is an error that states the expected and found
+//! float counts.
 
 use std::path::Path;
 
@@ -152,10 +161,40 @@ fn lookup<'a>(
     Ok(var)
 }
 
+/// The output-conv filter count (`A * (5 + C_file)`) of a full darknet file of `found` floats for
+/// the network of `table` trained with another class count, or `None` when no class count explains
+/// `found` (or it is the model's own).
+///
+/// Every conv with BatchNorm has a size independent of the class count; the output convs take
+/// `filters * (c_in * k * k + 1)` floats each, so `found - fixed` must be a whole multiple of
+/// `sum(c_in * k * k + 1)`, and the multiple must be `num_anchors * (5 + C)` with `C >= 1`.
+pub fn infer_file_filters(table: &[ConvSpec], num_anchors: usize, found: usize) -> Option<usize> {
+    let fixed: usize = table
+        .iter()
+        .filter(|c| c.batch_norm)
+        .map(|c| c.darknet_floats())
+        .sum();
+    let per_filter: usize = table
+        .iter()
+        .filter(|c| !c.batch_norm)
+        .map(|c| c.c_in * c.size * c.size + 1)
+        .sum();
+    let model_filters = table.iter().find(|c| !c.batch_norm)?.filters;
+    let rest = found.checked_sub(fixed)?;
+    if per_filter == 0 || num_anchors == 0 || !rest.is_multiple_of(per_filter) {
+        return None;
+    }
+    let filters = rest / per_filter;
+    let explained = filters.is_multiple_of(num_anchors) && filters / num_anchors > 5;
+    (explained && filters != model_filters).then_some(filters)
+}
+
 /// Loads a darknet `.weights` file into the variables of the model `cfg` describes (the model must
 /// have been built on `varmap`). Full files (`yolov3.weights`, `yolov3-tiny.weights`) and files
 /// that stop at a conv boundary (`darknet53.conv.74`) are accepted; the report lists the covered
-/// variables as loaded and the rest as missing.
+/// variables as loaded and the rest as missing. A full file with another class count loads every
+/// conv but the output convs, which are listed in `skipped_shape` (model shape, file shape) and
+/// keep their current values.
 pub fn load_darknet_weights(
     varmap: &VarMap,
     cfg: &YoloConfig,
@@ -181,6 +220,25 @@ pub fn load_darknet_weights(
             " (plus {} stray bytes: not a float32 weights file?)",
             body.len() % 4
         )));
+    }
+    // A full file of another class count: the body is this network's, the output convs differ.
+    let file_filters = if found == expected {
+        None
+    } else {
+        infer_file_filters(&table, cfg.num_anchors, found)
+    };
+    if let Some(filters) = file_filters {
+        let file_table: Vec<ConvSpec> = table
+            .iter()
+            .map(|c| {
+                let mut f = c.clone();
+                if !c.batch_norm {
+                    f.filters = filters;
+                }
+                f
+            })
+            .collect();
+        return load_convs(varmap, &table, &file_table, body, weights_path);
     }
     if found > expected {
         return Err(size_error(format!(
@@ -211,13 +269,38 @@ pub fn load_darknet_weights(
         return Err(size_error("; the file holds no weights".into()));
     }
 
+    load_convs(
+        varmap,
+        &table[..covered],
+        &table[..covered],
+        body,
+        weights_path,
+    )
+}
+
+/// Reads the convs `file_table` describes from `body` (which holds exactly them) into the model
+/// convs `model_table` (same length and order): a conv whose file shape differs from the model's
+/// is skipped and reported with both shapes.
+fn load_convs(
+    varmap: &VarMap,
+    model_table: &[ConvSpec],
+    file_table: &[ConvSpec],
+    body: &[u8],
+    weights_path: &Path,
+) -> Result<LoadReport, ModelError> {
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
     let mut report = LoadReport::default();
     let mut pos = 0usize;
-    for spec in &table[..covered] {
-        for (name, shape) in darknet_vars(spec) {
+    for (spec, file_spec) in model_table.iter().zip(file_table) {
+        let vars = darknet_vars(spec).into_iter().zip(darknet_vars(file_spec));
+        for ((name, shape), (_, file_shape)) in vars {
             let var = lookup(&data, &name, &shape, weights_path)?;
-            let len: usize = shape.iter().product();
+            let len: usize = file_shape.iter().product();
+            if file_shape != shape {
+                pos += len;
+                report.skipped_shape.push((name, shape, file_shape));
+                continue;
+            }
             let values: Vec<f32> = body[4 * pos..4 * (pos + len)]
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -230,7 +313,7 @@ pub fn load_darknet_weights(
     }
     report.missing = data
         .keys()
-        .filter(|k| !report.loaded.contains(k))
+        .filter(|k| !report.loaded.contains(k) && !report.skipped_shape.iter().any(|s| &s.0 == *k))
         .cloned()
         .collect();
     report.sort();

@@ -23,8 +23,12 @@
 //! * **L2**: [`l2_penalty`] is Keras' `l2(5e-4)` kernel regulariser restricted to trainable groups
 //!   (frozen kernels contribute only a constant in Keras).
 //! * **Weights**: darknet `.weights` in cfg order ([`darknet`], [`conv_table`]), with partial files
-//!   such as `darknet53.conv.74`; safetensors checkpoints with a by-name partial loader that skips
-//!   and reports shape mismatches ([`load_checkpoint_partial`], Keras' `skip_mismatch`).
+//!   such as `darknet53.conv.74`, and full files of another class count (an 80-class
+//!   `yolov3.weights` into a 1-class model: the file's class count is solved from its float count,
+//!   the body is loaded and the output convs are skipped and reported with both shapes, as
+//!   keras-yolo3's `convert.py` + `load_weights(by_name=True, skip_mismatch=True)` does);
+//!   safetensors checkpoints with a by-name partial loader that skips and reports shape mismatches
+//!   ([`load_checkpoint_partial`], Keras' `skip_mismatch`).
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -61,7 +65,7 @@ pub use batch_norm::{KerasBatchNorm, BN_EPSILON, BN_MOMENTUM};
 pub use checkpoint::{load_checkpoint_partial, save_checkpoint, LoadReport};
 pub use config::{FreezeBody, Variant, YoloConfig};
 pub use conv_block::{ConvBnLeaky, OutputConv, LEAKY_SLOPE};
-pub use darknet::{load_darknet_weights, save_darknet_weights, DarknetHeader};
+pub use darknet::{infer_file_filters, load_darknet_weights, save_darknet_weights, DarknetHeader};
 pub use darknet_cfg::{
     cfg_convs, check_cfg_matches, darknet_cfg, load_darknet_weights_with_cfg, parse_cfg, CfgConv,
     CfgSection, SectionKind,
