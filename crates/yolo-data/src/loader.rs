@@ -281,6 +281,9 @@ impl Inner {
                     "{}: class id {class} is out of range: there are {num_classes} classes",
                     paths[image].display()
                 )),
+                DataError::BoxOutsideGrid { image, .. } => {
+                    DataError::Config(format!("{}: {e}", paths[image].display()))
+                }
                 other => other,
             })?
             .iter()

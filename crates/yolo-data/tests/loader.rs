@@ -212,3 +212,22 @@ fn empty_list_and_zero_batch_are_refused() {
     cfg.batch_size = 0;
     assert!(BatchLoader::new(synthetic(dir.path(), 1), cfg, Anchors::yolo_default(), 1).is_err());
 }
+
+#[test]
+fn box_far_outside_the_image_is_an_error_naming_the_image() {
+    // keras-yolo3 would raise IndexError in preprocess_true_boxes; here the batch is an error.
+    let dir = tempfile::tempdir().unwrap();
+    let mut anns = synthetic(dir.path(), 4);
+    anns[1].boxes[0] = BoxLabel {
+        x_min: 500.0,
+        y_min: 3.0,
+        x_max: 600.0,
+        y_max: 20.0,
+        class: 0,
+    };
+    let mut cfg = config(0, 0);
+    cfg.random = false;
+    let loader = BatchLoader::new(anns, cfg, Anchors::yolo_default(), 2).unwrap();
+    let err = loader.epoch(0).next().unwrap().unwrap_err().to_string();
+    assert!(err.contains("img1.jpg") && err.contains("outside"), "{err}");
+}
