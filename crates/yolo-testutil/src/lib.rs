@@ -102,7 +102,10 @@ pub fn read_tensors(path: &Path) -> HashMap<String, FixtureTensor> {
                 let v: Vec<i64> = raw.iter().map(|&x| x as i64).collect();
                 (v.iter().map(|&x| x as f32).collect(), Some(v))
             }
-            other => panic!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+            other => panic!(
+                "{}: tensor {name} has unsupported dtype {other:?}",
+                path.display()
+            ),
         };
         out.insert(
             name.to_string(),

@@ -9,8 +9,16 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     println!("yolo {}", env!("CARGO_PKG_VERSION"));
     println!(
         "devices: cpu{}{}",
-        if candle_core::utils::cuda_is_available() { ", cuda" } else { "" },
-        if candle_core::utils::metal_is_available() { ", metal" } else { "" }
+        if candle_core::utils::cuda_is_available() {
+            ", cuda"
+        } else {
+            ""
+        },
+        if candle_core::utils::metal_is_available() {
+            ", metal"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
