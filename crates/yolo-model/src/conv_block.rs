@@ -58,7 +58,8 @@ impl ConvBnLeaky {
         })
     }
 
-    /// Forward pass; `train` selects the BatchNorm mode.
+    /// Forward pass; `train` selects the BatchNorm mode. Inference mode (`train = false`) builds
+    /// no gradient graph: no variable of this block gets a gradient through it.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         if self.stride == 2 && (h % 2 != 0 || w % 2 != 0) {
@@ -66,17 +67,23 @@ impl ConvBnLeaky {
                 "stride-2 conv needs even input sizes (Darknet pads top/left only), got {h}x{w}"
             );
         }
-        let y = ops::conv2d(x, &self.weight, self.stride, self.padding)?;
         let bn = &self.bn;
         if train {
+            let y = ops::conv2d(x, &self.weight, self.stride, self.padding)?;
             let count = KerasBatchNorm::train_count(&y)?;
             let (out, mean, var) =
                 ops::batch_norm_leaky_train(&y, bn.gamma(), bn.beta(), bn.eps(), LEAKY_SLOPE)?;
             bn.update_moving_stats(&mean, &var, count)?;
             Ok(out)
         } else {
+            // Inference mode is what frozen layers, validation and detection use: nothing here
+            // ever needs a gradient, so the variables are detached. Then no op records its inputs
+            // for backprop and every activation is freed as soon as the next layer has read it
+            // (otherwise a frozen prefix keeps all its activations alive until its output is
+            // detached, which costs gigabytes at batch 16 and 416x416).
+            let y = ops::conv2d(x, &self.weight.detach(), self.stride, self.padding)?;
             let (scale, shift) = bn.folded_scale_shift()?;
-            ops::affine_leaky(&y, &scale, &shift, LEAKY_SLOPE)
+            ops::affine_leaky(&y, &scale.detach(), &shift.detach(), LEAKY_SLOPE)
         }
     }
 

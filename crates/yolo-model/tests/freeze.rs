@@ -146,6 +146,40 @@ fn inference_mode_leaves_every_variable_unchanged() {
     assert_eq!(before, snapshot(&varmap));
 }
 
+/// Inference mode (frozen layers, validation, detection, the bottleneck features) builds no
+/// gradient graph, so a frozen prefix frees its activations layer by layer: only the output
+/// convs, which always train, can receive a gradient through `forward_t(.., false, ..)`.
+#[test]
+fn inference_mode_builds_no_gradient_graph_except_for_the_output_convs() {
+    let cfg = YoloConfig::tiny(3);
+    let (varmap, model) = build(&cfg);
+    let outs = model
+        .forward_t(&input(1, 64, 64), false, FreezeBody::None)
+        .unwrap();
+    let loss = outs
+        .iter()
+        .map(|o| o.sqr().unwrap().sum_all().unwrap())
+        .reduce(|a, b| (a + b).unwrap())
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let vars = varmap.data().lock().unwrap();
+    let mut with_grad: Vec<String> = vars
+        .iter()
+        .filter(|(_, v)| grads.get(v.as_tensor()).is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
+    with_grad.sort();
+    assert_eq!(
+        with_grad,
+        vec![
+            "head.out0.bias",
+            "head.out0.weight",
+            "head.out1.bias",
+            "head.out1.weight"
+        ]
+    );
+}
+
 #[test]
 fn forward_equals_forward_last_of_forward_bottleneck_bit_for_bit() {
     for cfg in [YoloConfig::v3(3), YoloConfig::tiny(3)] {
