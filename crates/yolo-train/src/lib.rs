@@ -18,6 +18,7 @@
 
 pub mod adam;
 pub mod atomic;
+pub mod bench;
 pub mod bottleneck;
 pub mod cache;
 pub mod callbacks;
@@ -38,6 +39,9 @@ pub mod trainer;
 
 pub use adam::{Adam, AdamConfig};
 pub use atomic::atomic_write;
+pub use bench::{
+    default_cases, gemm_reference_gflops, run_case, BenchCase, BenchKind, BenchResult,
+};
 pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
 pub use callbacks::{EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
 pub use config::{CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 // -- list 1: modules
 mod anchors;
+mod bench;
 mod check_data;
 mod coco2txt;
 mod convert;
@@ -30,26 +31,28 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     // -- list 2: variants
-    /// k-means anchors over the boxes of an annotation file (keras-yolo3's kmeans.py).
-    Anchors(anchors::Args),
-    /// Convert a COCO instances JSON file to an annotation file and a classes file.
-    Coco2txt(coco2txt::Args),
-    /// Generate the synthetic shapes dataset (images, annotation file, classes file).
-    Synth(synth::Args),
-    /// Convert a Pascal VOC folder to an annotation file and a classes file.
-    Voc2txt(voc2txt::Args),
     /// Train with keras-yolo3's train_bottleneck.py schedule (bottleneck, frozen, unfreeze).
     Train(train::Args),
     /// Generate synthetic data, train a tiny model through every phase, report held-out mAP.
     Demo(demo::Args),
     /// Convert darknet .weights <-> safetensors.
     Convert(convert::Args),
+    /// k-means anchors over the boxes of an annotation file (keras-yolo3's kmeans.py).
+    Anchors(anchors::Args),
+    /// Check an annotation file and its images: every bad line, token and image, with counts.
+    CheckData(check_data::Args),
+    /// Convert a COCO instances JSON file to an annotation file and a classes file.
+    Coco2txt(coco2txt::Args),
+    /// Generate the synthetic shapes dataset (images, annotation file, classes file).
+    Synth(synth::Args),
+    /// Convert a Pascal VOC folder to an annotation file and a classes file.
+    Voc2txt(voc2txt::Args),
     /// Detect objects in images: draw the boxes and write a COCO results file.
     Detect(detect::Args),
     /// VOC and COCO mAP of a model on annotations, or of a results file against ground truth.
     Eval(eval::Args),
-    /// Check an annotation file and its images: every bad line, token and image, with counts.
-    CheckData(check_data::Args),
+    /// Quick speed figures: training steps of each phase next to the machine's GEMM rate.
+    Bench(bench::Args),
     /// Print the version and the devices this build supports.
     Info(info::Args),
 }
@@ -58,16 +61,17 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         // -- list 3: dispatch
-        Command::Anchors(a) => anchors::run(a),
-        Command::Coco2txt(a) => coco2txt::run(a),
-        Command::Synth(a) => synth::run(a),
-        Command::Voc2txt(a) => voc2txt::run(a),
         Command::Train(a) => train::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Anchors(a) => anchors::run(a),
+        Command::CheckData(a) => check_data::run(a),
+        Command::Coco2txt(a) => coco2txt::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Voc2txt(a) => voc2txt::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Eval(a) => eval::run(a),
-        Command::CheckData(a) => check_data::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Info(a) => info::run(a),
     }
 }

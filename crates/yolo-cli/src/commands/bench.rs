@@ -1,0 +1,76 @@
+//! `yolo bench`: quick training-step figures next to the machine's GEMM rate (issue 7's table).
+
+use anyhow::Context;
+use yolo_train::{default_cases, gemm_reference_gflops, run_case};
+
+/// Options of `yolo bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Square input size (the TensorFlow reference figures are for 416).
+    #[arg(long, default_value_t = 416)]
+    size: usize,
+    /// Timed steps per case (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Untimed warm-up steps per case.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Cases to run, comma-separated: last, bottleneck, tiny, v3, v3-frozen.
+    #[arg(long, default_value = "last,bottleneck,tiny,v3,v3-frozen")]
+    cases: String,
+    /// Size of the square GEMM used as the reference rate.
+    #[arg(long, default_value_t = 4096)]
+    gemm_n: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// Runs the GEMM reference, then each selected case, printing one row per case.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let all = default_cases(args.size);
+    let wanted: Vec<&str> = args.cases.split(',').map(str::trim).collect();
+    if let Some(bad) = wanted.iter().find(|w| !all.iter().any(|c| &c.name == *w)) {
+        anyhow::bail!("unknown bench case `{bad}` (known: last, bottleneck, tiny, v3, v3-frozen)");
+    }
+    let gemm = gemm_reference_gflops(args.gemm_n, 5)?;
+    println!(
+        "GEMM reference ({n}x{n} f32, candle/gemm, {t} threads): {gemm:.1} GFLOP/s",
+        n = args.gemm_n,
+        t = cpu_threads()
+    );
+    println!(
+        "{:<11} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "case", "batch", "s/step", "img/s", "GFLOP/s", "/GEMM", "/TF", "RSS GB"
+    );
+    let mut results = Vec::new();
+    for case in all.iter().filter(|c| wanted.contains(&c.name.as_str())) {
+        let r = run_case(case, args.steps, args.warmup, Some(gemm))?;
+        let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
+        println!(
+            "{:<11} {:>5} {:>10.3} {:>9.2} {:>9.1} {:>9} {:>9} {:>8}",
+            case.name,
+            case.batch,
+            r.seconds,
+            r.images_per_s,
+            r.gflops,
+            opt(r.gemm_ratio, 2),
+            opt(r.tf_ratio, 2),
+            opt(r.peak_rss_gb, 2)
+        );
+        results.push(r);
+    }
+    println!("(bottleneck: seconds per image; /TF: our time over keras-yolo3 on TensorFlow 2.21, same machine kind)");
+    if let Some(path) = args.json {
+        let text = serde_json::to_string_pretty(&serde_json::json!({
+            "gemm_gflops": gemm,
+            "results": results,
+        }))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn cpu_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,346 @@
+//! Quick speed figures for `yolo bench`: real training steps (forward, `yolo_loss` + L2, backward,
+//! Adam update) of keras-yolo3's phases, timed next to the machine's GEMM rate so that runs on
+//! different or busy machines can be compared as ratios.
+//!
+//! The criterion benches in `benches/` measure the same kernels with statistics; this module is
+//! the few-steps version a user runs to see what their machine does.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
+use yolo_loss::{yolo_loss, LossConfig};
+use yolo_model::{
+    conv_table, flops, l2_penalty, tiny_yolo_body, trainable_vars, yolo_body, FreezeBody, Variant,
+    YoloBody, YoloConfig,
+};
+
+use crate::adam::{Adam, AdamConfig};
+use crate::error::Result;
+
+/// What one bench case runs, mirroring a phase of train_bottleneck.py.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchKind {
+    /// A training step of the whole model with `freeze` (stages 1 and 2).
+    Step,
+    /// `forward_bottleneck` in inference mode, per batch (stage 0's feature extraction).
+    Bottleneck,
+    /// A training step of the output convolutions alone on cached features (stage 0).
+    CachedLast,
+}
+
+/// One bench case.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchCase {
+    /// Short name used on the command line (`v3`, `v3-frozen`, `bottleneck`, `last`, `tiny`).
+    pub name: String,
+    /// Model variant; one class, as the reference figures.
+    pub variant: Variant,
+    /// Square input size.
+    pub size: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Frozen groups (for [`BenchKind::Step`]).
+    pub freeze: FreezeBody,
+    /// What is timed.
+    pub kind: BenchKind,
+    /// keras-yolo3 on TensorFlow 2.21, same machine kind, seconds per step (or per image for
+    /// the bottleneck), when known: the ratio printed next to ours.
+    pub tf_seconds: Option<f64>,
+}
+
+/// The cases of issue 7's table at `size` (the TensorFlow figures apply at 416 only).
+pub fn default_cases(size: usize) -> Vec<BenchCase> {
+    let tf = |s: f64| if size == 416 { Some(s) } else { None };
+    let case = |name: &str, variant, batch, freeze, kind, tf_s| BenchCase {
+        name: name.to_string(),
+        variant,
+        size,
+        batch,
+        freeze,
+        kind,
+        tf_seconds: tf(tf_s),
+    };
+    vec![
+        case(
+            "last",
+            Variant::YoloV3,
+            8,
+            FreezeBody::AllButOutputs,
+            BenchKind::CachedLast,
+            0.165,
+        ),
+        case(
+            "bottleneck",
+            Variant::YoloV3,
+            4,
+            FreezeBody::AllButOutputs,
+            BenchKind::Bottleneck,
+            0.63,
+        ),
+        case(
+            "tiny",
+            Variant::Tiny,
+            8,
+            FreezeBody::None,
+            BenchKind::Step,
+            2.57,
+        ),
+        case(
+            "v3",
+            Variant::YoloV3,
+            4,
+            FreezeBody::None,
+            BenchKind::Step,
+            9.74,
+        ),
+        case(
+            "v3-frozen",
+            Variant::YoloV3,
+            16,
+            FreezeBody::AllButOutputs,
+            BenchKind::Step,
+            9.70,
+        ),
+    ]
+}
+
+/// Timing of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// The case.
+    pub case: BenchCase,
+    /// Median seconds per step (per image for [`BenchKind::Bottleneck`]).
+    pub seconds: f64,
+    /// Images per second.
+    pub images_per_s: f64,
+    /// Effective GFLOP/s: forward FLOPs of what runs, with the backward counted as 2x forward for
+    /// all-trainable steps and the cached output-conv step (issue 7's convention).
+    pub gflops: f64,
+    /// `gflops` / the GEMM reference rate.
+    pub gemm_ratio: Option<f64>,
+    /// `seconds` / TensorFlow's seconds, when known.
+    pub tf_ratio: Option<f64>,
+    /// Peak resident set size of the process so far, in GB (Linux only).
+    pub peak_rss_gb: Option<f64>,
+}
+
+/// The machine's f32 GEMM rate in GFLOP/s through candle's matmul (the `gemm` crate on all cores,
+/// the library the convolutions use): the median of `reps` products of `n x n` matrices.
+pub fn gemm_reference_gflops(n: usize, reps: usize) -> Result<f64> {
+    let dev = Device::Cpu;
+    let a = Tensor::randn(0f32, 1.0, (n, n), &dev)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), &dev)?;
+    a.matmul(&b)?; // warm-up
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        times.push(t.elapsed().as_secs_f64());
+        drop(c);
+    }
+    Ok(2.0 * (n as f64).powi(3) / median(&mut times) / 1e9)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Peak resident set size (`VmHWM`) of this process in GB, where the platform reports it.
+pub fn peak_rss_gb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e9)
+}
+
+/// y_true for `batch` images with two boxes each (one large, one small), so the loss has objects
+/// on more than one layer as in real training.
+fn y_true(cfg: &YoloConfig, size: usize, batch: usize, dev: &Device) -> Result<Vec<Tensor>> {
+    let anchors = match cfg.variant {
+        Variant::YoloV3 => Anchors::yolo_default(),
+        Variant::Tiny => Anchors::tiny_default(),
+    };
+    let s = size as f32;
+    let boxes: Vec<Vec<BoxLabel>> = (0..batch)
+        .map(|_| {
+            vec![
+                BoxLabel {
+                    x_min: 0.1 * s,
+                    y_min: 0.2 * s,
+                    x_max: 0.6 * s,
+                    y_max: 0.8 * s,
+                    class: 0,
+                },
+                BoxLabel {
+                    x_min: 0.7 * s,
+                    y_min: 0.1 * s,
+                    x_max: 0.76 * s,
+                    y_max: 0.18 * s,
+                    class: 0,
+                },
+            ]
+        })
+        .collect();
+    let input = InputShape::new(size, size)?;
+    preprocess_true_boxes(&boxes, input, &anchors, cfg.num_classes)?
+        .iter()
+        .map(|y| Ok(y.to_tensor(dev)?))
+        .collect()
+}
+
+fn build(cfg: &YoloConfig, dev: &Device) -> Result<(VarMap, YoloBody)> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
+    let model = match cfg.variant {
+        Variant::YoloV3 => yolo_body(cfg, vb)?,
+        Variant::Tiny => tiny_yolo_body(cfg, vb)?,
+    };
+    Ok((varmap, model))
+}
+
+/// Runs `warmup + steps` steps of `case` and returns the median of the timed ones.
+/// `gemm_gflops` (from [`gemm_reference_gflops`]) gives the ratio column.
+pub fn run_case(
+    case: &BenchCase,
+    steps: usize,
+    warmup: usize,
+    gemm_gflops: Option<f64>,
+) -> Result<BenchResult> {
+    let dev = Device::Cpu;
+    let cfg = match case.variant {
+        Variant::YoloV3 => YoloConfig::v3(1),
+        Variant::Tiny => YoloConfig::tiny(1),
+    };
+    let (varmap, model) = build(&cfg, &dev)?;
+    let anchors = match cfg.variant {
+        Variant::YoloV3 => Anchors::yolo_default(),
+        Variant::Tiny => Anchors::tiny_default(),
+    };
+    let (n, s) = (case.batch, case.size);
+    let x = Tensor::rand(0f32, 1.0, (n, 3, s, s), &dev)?;
+    let yt = y_true(&cfg, s, n, &dev)?;
+    let loss_cfg = LossConfig::default();
+    let total_flops = flops(&cfg, s, s);
+    let mut adam = Adam::new(
+        trainable_vars(&varmap, &cfg, case.freeze),
+        AdamConfig::default(),
+    )?;
+    // Stage 0 trains on features computed once: make them once, outside the timing.
+    let feats = match case.kind {
+        BenchKind::CachedLast => Some(model.forward_bottleneck(&x)?),
+        _ => None,
+    };
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps.max(1) {
+        let t = Instant::now();
+        match case.kind {
+            BenchKind::Bottleneck => {
+                let f = model.forward_bottleneck(&x)?;
+                // Reading one value forces the computation on lazy devices.
+                f[0].flatten_all()?.get(0)?.to_scalar::<f32>()?;
+            }
+            BenchKind::Step | BenchKind::CachedLast => {
+                let outputs = match &feats {
+                    Some(f) => model.forward_last(f)?,
+                    None => model.forward_t(&x, true, case.freeze)?,
+                };
+                let parts = yolo_loss(&outputs, &yt, &anchors.wh, cfg.num_classes, &loss_cfg)?;
+                let l2 = l2_penalty(&varmap, &cfg, case.freeze, 5e-4)?;
+                let loss = (&parts.total + &l2)?;
+                let grads = loss.backward()?;
+                adam.step(&grads)?;
+            }
+        }
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let step_s = median(&mut times);
+    // Forward FLOPs of the output convs alone (what the cached stage-0 step runs).
+    let head_flops: f64 = conv_table(&cfg)
+        .iter()
+        .filter(|c| !c.batch_norm)
+        .map(|c| 2.0 * (c.kernel_len() * (s / c.out_stride) * (s / c.out_stride)) as f64)
+        .sum();
+    let (seconds, images, work) = match case.kind {
+        BenchKind::Bottleneck => (step_s / n as f64, 1.0, total_flops),
+        BenchKind::CachedLast => (step_s, n as f64, 3.0 * head_flops * n as f64),
+        BenchKind::Step => {
+            // All trainable: backward counted as 2x forward. Frozen prefix: forward only (the
+            // output convs' backward is negligible next to it).
+            let mult = if case.freeze == FreezeBody::None {
+                3.0
+            } else {
+                1.0
+            };
+            (step_s, n as f64, mult * total_flops * n as f64)
+        }
+    };
+    let gflops = work / seconds / 1e9;
+    Ok(BenchResult {
+        case: case.clone(),
+        seconds,
+        images_per_s: images / seconds,
+        gflops,
+        gemm_ratio: gemm_gflops.map(|g| gflops / g),
+        tf_ratio: case.tf_seconds.map(|tf| seconds / tf),
+        peak_rss_gb: peak_rss_gb(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_lengths() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn default_cases_carry_tf_figures_only_at_416() {
+        let at416 = default_cases(416);
+        assert_eq!(at416.len(), 5);
+        assert_eq!(
+            at416.iter().find(|c| c.name == "v3").unwrap().tf_seconds,
+            Some(9.74)
+        );
+        assert!(default_cases(128).iter().all(|c| c.tf_seconds.is_none()));
+    }
+
+    #[test]
+    fn a_tiny_step_at_64_runs_and_reports_consistent_figures() {
+        let case = BenchCase {
+            name: "tiny".into(),
+            variant: Variant::Tiny,
+            size: 64,
+            batch: 2,
+            freeze: FreezeBody::None,
+            kind: BenchKind::Step,
+            tf_seconds: Some(1.0),
+        };
+        let r = run_case(&case, 1, 0, Some(100.0)).unwrap();
+        assert!(r.seconds > 0.0);
+        assert!((r.images_per_s - 2.0 / r.seconds).abs() < 1e-9 * r.images_per_s);
+        let expected_gflops = 3.0 * flops(&YoloConfig::tiny(1), 64, 64) * 2.0 / r.seconds / 1e9;
+        assert!((r.gflops - expected_gflops).abs() < 1e-9 * expected_gflops);
+        assert!((r.gemm_ratio.unwrap() - r.gflops / 100.0).abs() < 1e-12);
+        assert!((r.tf_ratio.unwrap() - r.seconds).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gemm_reference_is_positive() {
+        assert!(gemm_reference_gflops(64, 2).unwrap() > 0.0);
+    }
+}
