@@ -115,15 +115,17 @@ impl Adam {
         let c = &self.cfg;
         let lr_t = c.lr * (1.0 - c.beta2.powf(t)).sqrt() / (1.0 - c.beta1.powf(t));
         for s in self.slots.iter_mut() {
+            // Everything here is detached: a gradient may still carry its backward graph, and a
+            // moment built from it would chain every step's graph to the next (a memory leak).
             let g = match grads.get(s.var.as_tensor()) {
-                Some(g) => g.clone(),
+                Some(g) => g.detach(),
                 None => s.m.zeros_like()?,
             };
-            let m = (s.m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
-            let v = (s.v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+            let m = (s.m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?.detach();
+            let v = (s.v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?.detach();
             let denom = v.sqrt()?.affine(1.0, c.eps)?;
             let update = (m.div(&denom)?).affine(lr_t, 0.0)?;
-            let p = s.var.as_tensor().sub(&update)?;
+            let p = s.var.as_tensor().detach().sub(&update)?;
             s.var.set(&p)?;
             s.m = m;
             s.v = v;

@@ -92,6 +92,10 @@ pub struct PhaseConfig {
     /// Ignored by the bottleneck phase, whose cache is never augmented.
     #[serde(default = "yes")]
     pub augment: bool,
+    /// Optional wall-time budget of the phase in seconds: no new epoch starts once the time spent
+    /// plus the last epoch's duration would exceed it (at least one epoch always runs).
+    #[serde(default)]
+    pub max_seconds: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -110,6 +114,7 @@ impl PhaseConfig {
             plateau_and_early_stopping: false,
             shuffle: true,
             augment: true,
+            max_seconds: None,
         }
     }
 
@@ -124,6 +129,7 @@ impl PhaseConfig {
             plateau_and_early_stopping: false,
             shuffle: true,
             augment: true,
+            max_seconds: None,
         }
     }
 
@@ -138,6 +144,7 @@ impl PhaseConfig {
             plateau_and_early_stopping: false,
             shuffle: true,
             augment: true,
+            max_seconds: None,
         }
     }
 
@@ -152,6 +159,7 @@ impl PhaseConfig {
             plateau_and_early_stopping: true,
             shuffle: true,
             augment: true,
+            max_seconds: None,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct RunState {
     pub phase_steps: u64,
     /// Optimizer steps over the whole run.
     pub global_steps: u64,
+    /// Wall time spent in the phase in progress, seconds (for `max_seconds`).
+    #[serde(default)]
+    pub phase_seconds: f64,
     /// ReduceLROnPlateau state of the phase in progress, when it uses one.
     pub plateau: Option<ReduceLrOnPlateau>,
     /// EarlyStopping state of the phase in progress, when it uses one.
@@ -73,6 +76,7 @@ impl RunState {
             lr,
             phase_steps: 0,
             global_steps: 0,
+            phase_seconds: 0.0,
             plateau: None,
             early_stopping: None,
             checkpoint: ModelCheckpoint::new(period),

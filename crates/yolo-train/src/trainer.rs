@@ -254,6 +254,7 @@ impl Trainer {
         self.state.next_epoch = pc.initial_epoch;
         self.state.lr = pc.lr;
         self.state.phase_steps = 0;
+        self.state.phase_seconds = 0.0;
         self.state.optimizer = None;
         self.state.plateau = pc.plateau_and_early_stopping.then(|| {
             ReduceLrOnPlateau::new(
@@ -299,8 +300,19 @@ impl Trainer {
         };
 
         let mut stopped_early = false;
+        let mut last_epoch_secs = 0.0;
         while self.state.next_epoch < pc.epochs && !stopped_early {
             let epoch = self.state.next_epoch;
+            if let Some(limit) = pc.max_seconds {
+                let spent = self.state.phase_seconds;
+                if epoch > pc.initial_epoch && spent + last_epoch_secs > limit {
+                    (self.log)(&format!(
+                        "phase {phase}: time budget {limit:.0}s reached after {spent:.0}s; ending the phase"
+                    ));
+                    self.state.next_epoch = pc.epochs;
+                    break;
+                }
+            }
             let t0 = Instant::now();
             let lr = adam.learning_rate();
             let (train, images) = self.train_epoch(phase, pc, freeze, epoch, &source, &mut adam)?;
@@ -352,6 +364,9 @@ impl Trainer {
                     stopped_early = true;
                 }
             }
+            last_epoch_secs = record.seconds;
+            self.state.phase_seconds += record.seconds;
+            self.state.global_steps += adam.iterations() - self.state.phase_steps;
             self.state.history.push(record);
             self.state.next_epoch = epoch + 1;
             self.state.lr = adam.learning_rate();
