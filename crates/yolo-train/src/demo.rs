@@ -1,8 +1,8 @@
 //! `yolo demo`: the whole pipeline on a synthetic dataset, small enough for a laptop CPU.
 //!
 //! 1. Generate the yolo-data synthetic shapes dataset (training + validation) and a separate
-//!    held-out test set (another seed), 128x128 images, 3 classes.
-//! 2. Train tiny YOLOv3 at 128x128 through every phase: a from-scratch phase (all layers) so that
+//!    held-out test set (another seed), 96x96 images, 3 classes.
+//! 2. Train tiny YOLOv3 at 96x96 (time-budgeted so the whole demo stays under 10 minutes) through every phase: a from-scratch phase (all layers) so that
 //!    the frozen body later means something, then train_bottleneck.py's three phases
 //!    (bottleneck cache → frozen body → everything, with ReduceLROnPlateau/EarlyStopping).
 //! 3. Evaluate VOC mAP@0.5 on the held-out set and draw detections on a few of its images.
@@ -39,6 +39,10 @@ pub struct DemoConfig {
     pub frozen_epochs: usize,
     /// Epochs of the unfreeze phase.
     pub unfreeze_epochs: usize,
+    /// Wall-time budget of the from-scratch phase, seconds (it stops early when spent).
+    pub scratch_seconds: f64,
+    /// Wall-time budget of the unfreeze phase, seconds.
+    pub unfreeze_seconds: f64,
     /// Augment images in the from-scratch phase (off: plenty of generated images instead).
     pub augment_scratch: bool,
     /// Learning rate of the from-scratch phase.
@@ -55,13 +59,15 @@ impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
             out_dir: PathBuf::from("runs/demo"),
-            train_images: 400,
+            train_images: 600,
             test_images: 100,
-            size: 128,
-            scratch_epochs: 30,
-            bottleneck_epochs: 10,
-            frozen_epochs: 2,
-            unfreeze_epochs: 10,
+            size: 96,
+            scratch_epochs: 100,
+            bottleneck_epochs: 30,
+            frozen_epochs: 1,
+            unfreeze_epochs: 20,
+            scratch_seconds: 330.0,
+            unfreeze_seconds: 100.0,
             augment_scratch: false,
             scratch_lr: 1e-3,
             draw: 6,
@@ -116,14 +122,16 @@ pub fn demo_train_config(d: &DemoConfig, data_dir: &Path) -> TrainConfig {
     let e2 = d.frozen_epochs;
     let e3 = d.unfreeze_epochs;
     let s = c.phase_mut(PhaseKind::Scratch);
-    (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e0 > 0, 0, e0, 16, d.scratch_lr);
+    (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e0 > 0, 0, e0, 8, d.scratch_lr);
     s.augment = d.augment_scratch;
+    s.max_seconds = Some(d.scratch_seconds);
     let s = c.phase_mut(PhaseKind::Bottleneck);
     (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e1 > 0, 0, e1, 8, 1e-3);
     let s = c.phase_mut(PhaseKind::Frozen);
     (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e2 > 0, 0, e2, 16, 1e-3);
     let s = c.phase_mut(PhaseKind::Unfreeze);
     (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e3 > 0, e2, e2 + e3, 16, 1e-4);
+    s.max_seconds = Some(d.unfreeze_seconds);
     c
 }
 

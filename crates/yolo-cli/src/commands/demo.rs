@@ -37,6 +37,9 @@ pub struct Args {
     /// Augment images in the from-scratch phase.
     #[arg(long)]
     pub augment_scratch: bool,
+    /// Wall-time budget of the from-scratch phase, seconds.
+    #[arg(long)]
+    pub scratch_seconds: Option<f64>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -67,6 +70,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         d.scratch_lr = lr;
     }
     d.augment_scratch |= a.augment_scratch;
+    if let Some(s) = a.scratch_seconds {
+        d.scratch_seconds = s;
+    }
     let r = run_demo(&d, |m| eprintln!("{m}"))?;
     let run = r.run_dir.display();
     println!("demo finished in {:.1}s", r.seconds);
