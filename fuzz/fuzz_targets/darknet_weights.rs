@@ -17,7 +17,8 @@ fn model() -> &'static (VarMap, YoloConfig, PathBuf) {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         YoloBody::new(&cfg, vb).expect("build tiny model");
-        let file = std::env::temp_dir().join(format!("fuzz-darknet-{}.weights", std::process::id()));
+        let file =
+            std::env::temp_dir().join(format!("fuzz-darknet-{}.weights", std::process::id()));
         (varmap, cfg, file)
     })
 }
