@@ -22,6 +22,22 @@ pub const BN_EPSILON: f64 = 1e-3;
 /// Keras' default BatchNormalization momentum (weight of the old moving value).
 pub const BN_MOMENTUM: f64 = 0.99;
 
+thread_local! {
+    /// Momentum used instead of each layer's own while [`with_bn_momentum`] runs.
+    static MOMENTUM_OVERRIDE: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every training-mode BatchNorm update on this thread using `momentum` (the
+/// weight of the old moving value) instead of Keras' 0.99. Momentum 0 overwrites the moving
+/// statistics with the batch's; `k / (k + 1)` for batch `k` makes them the mean over batches
+/// (see [`crate::YoloBody::recalibrate_batch_norm`]).
+pub fn with_bn_momentum<R>(momentum: f64, f: impl FnOnce() -> R) -> R {
+    let old = MOMENTUM_OVERRIDE.with(|c| c.replace(Some(momentum)));
+    let out = f();
+    MOMENTUM_OVERRIDE.with(|c| c.set(old));
+    out
+}
+
 /// Keras-style batch normalisation over the channel axis of an NCHW tensor.
 #[derive(Debug, Clone)]
 pub struct KerasBatchNorm {
@@ -78,7 +94,7 @@ impl KerasBatchNorm {
         batch_var_biased: &Tensor,
         count: usize,
     ) -> Result<()> {
-        let m = self.momentum;
+        let m = MOMENTUM_OVERRIDE.with(|c| c.get()).unwrap_or(self.momentum);
         let correction = count as f64 / (count as f64 - (1.0 + self.eps));
         let batch_mean = batch_mean.detach().flatten_all()?.to_dtype(DType::F32)?;
         let batch_var = (batch_var_biased

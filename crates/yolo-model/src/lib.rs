@@ -61,7 +61,7 @@ pub mod ops;
 pub mod yolo_body;
 
 pub use architecture::{conv_table, flops, ConvSpec};
-pub use batch_norm::{KerasBatchNorm, BN_EPSILON, BN_MOMENTUM};
+pub use batch_norm::{with_bn_momentum, KerasBatchNorm, BN_EPSILON, BN_MOMENTUM};
 pub use checkpoint::{load_checkpoint_partial, save_checkpoint, LoadReport};
 pub use config::{FreezeBody, Variant, YoloConfig};
 pub use conv_block::{ConvBnLeaky, OutputConv, LEAKY_SLOPE};

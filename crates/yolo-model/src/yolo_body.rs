@@ -301,6 +301,22 @@ impl YoloBody {
         self.forward_last(&f)
     }
 
+    /// Re-estimates every BatchNorm's moving mean and variance as the average of the batch
+    /// statistics over `batches` (the weights do not change). With Keras' momentum 0.99 the
+    /// moving statistics trail the weights by about a hundred steps, so after a short training
+    /// run from scratch inference mode (frozen layers, the bottleneck cache, validation) would see
+    /// statistics of older weights; this aligns them with the current ones.
+    pub fn recalibrate_batch_norm(&self, batches: &[Tensor]) -> Result<()> {
+        for (k, x) in batches.iter().enumerate() {
+            let momentum = k as f64 / (k as f64 + 1.0);
+            crate::batch_norm::with_bn_momentum(momentum, || {
+                self.forward_t(&x.detach(), true, FreezeBody::None)
+                    .map(drop)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Inference-mode forward pass, `forward_t(x, false, FreezeBody::None)`.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         self.forward_t(x, false, FreezeBody::None)

@@ -348,3 +348,41 @@ fn conv_bn_leaky_fused_path_matches_the_composed_candle_reference() {
         }
     }
 }
+
+/// After a short run from scratch, Keras' momentum-0.99 moving statistics lag the weights, so
+/// inference mode disagrees with training mode; `recalibrate_batch_norm` replaces them with the
+/// current batch statistics and the two modes agree again (up to the unbiased-variance factor).
+#[test]
+fn recalibrated_batch_norm_makes_inference_match_training_mode() {
+    let (_varmap, model) = build(&YoloConfig::tiny(3));
+    let x = input(4, 128, 128);
+    let rel_gap = |model: &YoloBody| -> f32 {
+        let train = model.forward_t(&x, true, FreezeBody::None).unwrap();
+        let eval = model.forward_t(&x, false, FreezeBody::None).unwrap();
+        let mut worst = 0f32;
+        for (t, e) in train.iter().zip(&eval) {
+            let scale = t
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = (t - e).unwrap().abs().unwrap().max_all().unwrap();
+            worst = worst.max(d.to_scalar::<f32>().unwrap() / scale);
+        }
+        worst
+    };
+    // Fresh moving statistics (mean 0, variance 1) are far from this input's.
+    let before = rel_gap(&model);
+    assert!(before > 0.5, "gap before recalibration {before}");
+    model
+        .recalibrate_batch_norm(std::slice::from_ref(&x))
+        .unwrap();
+    let after = rel_gap(&model);
+    // What remains is the unbiased-variance factor n/(n-1) of the small deep layers.
+    assert!(
+        after < before / 5.0 && after < 0.1,
+        "gap after recalibration {after} (before {before})"
+    );
+}

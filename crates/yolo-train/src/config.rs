@@ -245,6 +245,10 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Batches prepared ahead by the loader.
     pub prefetch: usize,
+    /// After the from-scratch phase, re-estimate the BatchNorm moving statistics over this many
+    /// letterboxed training batches (0: off). Keras' momentum 0.99 leaves them ~100 steps behind
+    /// the weights, which the inference-mode phases (bottleneck cache, frozen layers) then see.
+    pub recalibrate_bn_batches: usize,
     /// Stop (as if killed) after this phase/epoch; `--resume` continues from there.
     pub stop_after: Option<StopAfter>,
     /// Optional from-scratch phase (off by default).
@@ -287,6 +291,7 @@ impl Default for TrainConfig {
             check_gradients: true,
             progress: true,
             prefetch: 2,
+            recalibrate_bn_batches: 16,
             stop_after: None,
             scratch: PhaseConfig::scratch(),
             bottleneck: PhaseConfig::bottleneck(),

@@ -403,6 +403,9 @@ impl Trainer {
     }
 
     fn finish_phase(&mut self, phase: PhaseKind) -> Result<()> {
+        if phase == PhaseKind::Scratch && self.cfg().recalibrate_bn_batches > 0 {
+            self.recalibrate_bn()?;
+        }
         let wf = PathBuf::from(phase.weights_file());
         save_weights(&self.varmap, &self.run_dir.join(&wf))?;
         if self.cfg().eval_map {
@@ -441,6 +444,41 @@ impl Trainer {
         (self.log)(&format!(
             "phase {phase} done: weights {}",
             self.run_dir.join(phase.weights_file()).display()
+        ));
+        Ok(())
+    }
+
+    /// Re-estimates the BatchNorm moving statistics on letterboxed training images (see
+    /// [`TrainConfig::recalibrate_bn_batches`]).
+    fn recalibrate_bn(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let cfg = self.cfg();
+        let loader = BatchLoader::new(
+            self.data.train.clone(),
+            LoaderConfig {
+                batch_size: cfg.scratch.batch_size.max(2),
+                input: self.data.input,
+                random: false,
+                seed: cfg.seed,
+                augment: AugmentConfig::default(),
+                shuffle: true,
+                prefetch: cfg.prefetch,
+            },
+            self.data.anchors.clone(),
+            self.data.num_classes(),
+        )?;
+        let mut images = Vec::new();
+        for batch in loader.epoch(0).take(cfg.recalibrate_bn_batches) {
+            let batch = batch?;
+            if !batch.is_empty() {
+                images.push(batch.images.to_device(&self.device)?);
+            }
+        }
+        self.model.recalibrate_batch_norm(&images)?;
+        (self.log)(&format!(
+            "recalibrated BatchNorm statistics on {} batches ({:.1}s)",
+            images.len(),
+            t.elapsed().as_secs_f64()
         ));
         Ok(())
     }
