@@ -137,13 +137,14 @@ fn letterbox_image_bit_exact_from_pillow_decoded_originals() {
     for name in CASES {
         let Some(c) = load_case(name) else { return };
         let stem = name.split('_').next().unwrap();
-        let Some(dec) = keras_fixture(&format!("letterbox/decoded/{stem}_decoded.safetensors"))
-        else {
-            continue;
-        };
-        if !dec.exists() {
+        // The fixture README ships Pillow-decoded originals for these two images only.
+        if !["raccoon-119", "raccoon-150"].contains(&stem) {
             continue;
         }
+        let Some(dec) = keras_fixture(&format!("letterbox/decoded/{stem}_decoded.safetensors"))
+        else {
+            return;
+        };
         let original = image_of(&read_tensors(&dec)["image"]);
         let want = image_of(&c.tensors["letterbox_u8"]);
         let got = letterbox_image(&original, c.input);
