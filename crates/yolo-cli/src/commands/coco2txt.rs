@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use yolo_data::{convert_coco, write_annotations, write_classes, CocoOptions};
+use yolo_data::{convert_coco, CocoOptions};
 
 /// Converts COCO `instances_*.json` to `path x_min,y_min,x_max,y_max,class ...` lines.
 #[derive(clap::Args, Debug)]
@@ -43,19 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let d = convert_coco(&a.json, &opts)
         .with_context(|| format!("converting COCO file {}", a.json.display()))?;
-    write_annotations(&a.out, &d.annotations)?;
-    let classes_out = a
-        .classes_out
-        .unwrap_or_else(|| a.out.with_file_name("classes.txt"));
-    write_classes(&classes_out, &d.classes)?;
-    let boxes: usize = d.annotations.iter().map(|x| x.boxes.len()).sum();
-    println!(
-        "wrote {} lines, {boxes} boxes to {}; {} classes to {}",
-        d.annotations.len(),
-        a.out.display(),
-        d.classes.len(),
-        classes_out.display()
-    );
+    super::dataset_out::write_converted(&a.out, a.classes_out, &d.annotations, &d.classes)?;
     if d.skipped_crowd > 0 {
         println!("skipped {} crowd regions", d.skipped_crowd);
     }

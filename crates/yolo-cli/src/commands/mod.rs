@@ -11,6 +11,7 @@ mod bench;
 mod check_data;
 mod coco2txt;
 mod convert;
+mod dataset_out;
 mod demo;
 mod detect;
 mod eval;

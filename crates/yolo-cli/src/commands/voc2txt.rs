@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use yolo_data::{convert_voc, read_classes, write_annotations, write_classes, VocOptions};
+use yolo_data::{convert_voc, read_classes, VocOptions};
 
 /// Converts VOC XML annotations to `path x_min,y_min,x_max,y_max,class ...` lines.
 #[derive(clap::Args, Debug)]
@@ -49,19 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let d = convert_voc(&a.root, &opts)
         .with_context(|| format!("converting VOC folder {}", a.root.display()))?;
-    write_annotations(&a.out, &d.annotations)?;
-    let classes_out = a
-        .classes_out
-        .unwrap_or_else(|| a.out.with_file_name("classes.txt"));
-    write_classes(&classes_out, &d.classes)?;
-    let boxes: usize = d.annotations.iter().map(|x| x.boxes.len()).sum();
-    println!(
-        "wrote {} lines, {boxes} boxes to {}; {} classes to {}",
-        d.annotations.len(),
-        a.out.display(),
-        d.classes.len(),
-        classes_out.display()
-    );
+    super::dataset_out::write_converted(&a.out, a.classes_out, &d.annotations, &d.classes)?;
     if d.skipped_difficult + d.skipped_unknown_class > 0 {
         println!(
             "skipped {} difficult objects, {} objects of unlisted classes",
