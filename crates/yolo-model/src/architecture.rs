@@ -65,6 +65,37 @@ impl ConvSpec {
         let per_filter = if self.batch_norm { 4 } else { 1 };
         per_filter * self.filters + self.kernel_len()
     }
+
+    /// The variables of this conv with their shapes, in darknet file order (BN beta, gamma, mean,
+    /// variance, then the OIHW kernel; or bias then kernel for an output conv).
+    pub fn variables(&self) -> Vec<(String, Vec<usize>)> {
+        let n = &self.name;
+        let f = self.filters;
+        let kernel = vec![f, self.c_in, self.size, self.size];
+        if self.batch_norm {
+            vec![
+                (format!("{n}.bn.bias"), vec![f]),
+                (format!("{n}.bn.weight"), vec![f]),
+                (format!("{n}.bn.running_mean"), vec![f]),
+                (format!("{n}.bn.running_var"), vec![f]),
+                (format!("{n}.conv.weight"), kernel),
+            ]
+        } else {
+            vec![
+                (format!("{n}.bias"), vec![f]),
+                (format!("{n}.weight"), kernel),
+            ]
+        }
+    }
+}
+
+/// Every variable of the model `cfg` describes (what a checkpoint of it holds), with its shape,
+/// in darknet order; computed from [`conv_table`] without building the model.
+pub fn model_variables(cfg: &YoloConfig) -> Vec<(String, Vec<usize>)> {
+    conv_table(cfg)
+        .iter()
+        .flat_map(ConvSpec::variables)
+        .collect()
 }
 
 struct Builder(Vec<ConvSpec>);

@@ -7,8 +7,11 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
+use candle_core::safetensors::Load;
 use candle_core::Tensor;
 use candle_nn::VarMap;
+use safetensors::tensor::SafeTensorError;
+use safetensors::{Dtype, SafeTensors};
 
 use crate::error::ModelError;
 
@@ -127,43 +130,116 @@ pub fn save_checkpoint(varmap: &VarMap, path: &Path) -> Result<(), ModelError> {
 /// Loads a safetensors checkpoint into `varmap` by name. Tensors whose shape differs from the
 /// variable's are skipped and reported (so an 80-class checkpoint initialises a 1-class model
 /// everywhere but the output convs); names on one side only are reported as missing/unexpected.
-/// Values are converted to each variable's dtype and copied in place, so models built on the map
-/// see them.
+/// A tensor named like a variable but stored with a non-float dtype (an integer or boolean array
+/// is never a weight) is an error naming it. Values are converted to each variable's dtype and
+/// copied in place, so models built on the map see them.
 pub fn load_checkpoint_partial(varmap: &VarMap, path: &Path) -> Result<LoadReport, ModelError> {
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
     let device = match data.values().next() {
         Some(v) => v.device().clone(),
         None => candle_core::Device::Cpu,
     };
-    if !path.exists() {
-        return Err(ModelError::io(
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ModelError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
+            ))
+        }
+        Err(e) => return Err(ModelError::io(path, e)),
+    };
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        ModelError::format(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
-        ));
-    }
-    let file = candle_core::safetensors::load(path, &device)
-        .map_err(|e| ModelError::format(path, format!("not a readable safetensors file: {e}")))?;
+            format!("not a readable safetensors file: {}", explain(&e, &bytes)),
+        )
+    })?;
     let mut report = LoadReport::default();
     for (name, var) in data.iter() {
-        match file.get(name) {
-            None => report.missing.push(name.clone()),
-            Some(t) if t.dims() != var.dims() => {
-                report
-                    .skipped_shape
-                    .push((name.clone(), var.dims().to_vec(), t.dims().to_vec()))
-            }
-            Some(t) => {
-                let t = t.to_dtype(var.dtype())?;
-                var.set(&t)?;
-                report.loaded.push(name.clone());
-            }
+        let Ok(view) = file.tensor(name) else {
+            report.missing.push(name.clone());
+            continue;
+        };
+        if !FLOAT_DTYPES.contains(&view.dtype()) {
+            return Err(ModelError::Dtype {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+                found: view.dtype().to_string(),
+                expected: "F32, F16, BF16 or F64",
+            });
         }
+        if view.shape() != var.dims() {
+            report
+                .skipped_shape
+                .push((name.clone(), var.dims().to_vec(), view.shape().to_vec()));
+            continue;
+        }
+        let t = view.load(&device)?.to_dtype(var.dtype())?;
+        var.set(&t)?;
+        report.loaded.push(name.clone());
     }
     report.unexpected = file
-        .keys()
+        .names()
+        .into_iter()
         .filter(|k| !data.contains_key(*k))
-        .cloned()
+        .map(str::to_string)
         .collect();
     report.sort();
     Ok(report)
+}
+
+/// The dtypes a weight may be stored in.
+const FLOAT_DTYPES: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::F64];
+
+/// A safetensors error, with the tensor and sizes spelled out where the crate's message has none.
+fn explain(e: &SafeTensorError, bytes: &[u8]) -> String {
+    let detail = match e {
+        SafeTensorError::TensorInvalidInfo
+        | SafeTensorError::ValidationOverflow
+        | SafeTensorError::MisalignedSlice
+        | SafeTensorError::MetadataIncompleteBuffer => header_detail(bytes),
+        _ => None,
+    };
+    match detail {
+        Some(d) => format!("{e} ({d})"),
+        None => e.to_string(),
+    }
+}
+
+/// Re-reads the header (already known to be valid JSON of tensor entries) to find the first
+/// tensor whose byte range does not match its dtype and shape, or how far the data falls short of
+/// (or runs past) the declared tensors. `None` when nothing more can be said.
+fn header_detail(bytes: &[u8]) -> Option<String> {
+    let len_bytes: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let n = usize::try_from(u64::from_le_bytes(len_bytes)).ok()?;
+    let header = std::str::from_utf8(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_str(header).ok()?;
+    let mut end = 0usize;
+    for (name, v) in entries.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+        let dtype: Dtype = serde_json::from_value(v.get("dtype")?.clone()).ok()?;
+        let shape: Vec<usize> = serde_json::from_value(v.get("shape")?.clone()).ok()?;
+        let (s, e): (usize, usize) = serde_json::from_value(v.get("data_offsets")?.clone()).ok()?;
+        let need = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|c| c.checked_mul(dtype.bitsize()));
+        let Some(bits) = need else {
+            return Some(format!(
+                "{name}: {dtype} {shape:?} has more elements than fit in memory"
+            ));
+        };
+        if e < s || bits % 8 != 0 || e - s != bits / 8 {
+            return Some(format!(
+                "{name}: {dtype} {shape:?} needs {} bytes, its data_offsets {s}..{e} give {}",
+                bits.div_ceil(8),
+                e.saturating_sub(s)
+            ));
+        }
+        end = end.max(e);
+    }
+    let data = bytes.len().saturating_sub(8 + n);
+    (data != end).then(|| {
+        format!("the tensors end at data byte {end}, but the file holds {data} bytes of data")
+    })
 }

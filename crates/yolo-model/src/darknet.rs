@@ -28,7 +28,7 @@ use candle_nn::VarMap;
 
 use crate::architecture::{conv_table, ConvSpec};
 use crate::checkpoint::{write_atomic, write_bytes, LoadReport};
-use crate::config::YoloConfig;
+use crate::config::{Variant, YoloConfig};
 use crate::error::ModelError;
 
 /// The header of a darknet `.weights` file.
@@ -112,27 +112,6 @@ impl DarknetHeader {
             v.extend_from_slice(&(self.seen as u32).to_le_bytes());
         }
         v
-    }
-}
-
-/// The variables of one conv in darknet file order, with their shapes.
-fn darknet_vars(spec: &ConvSpec) -> Vec<(String, Vec<usize>)> {
-    let n = &spec.name;
-    let f = spec.filters;
-    let kernel = vec![f, spec.c_in, spec.size, spec.size];
-    if spec.batch_norm {
-        vec![
-            (format!("{n}.bn.bias"), vec![f]),
-            (format!("{n}.bn.weight"), vec![f]),
-            (format!("{n}.bn.running_mean"), vec![f]),
-            (format!("{n}.bn.running_var"), vec![f]),
-            (format!("{n}.conv.weight"), kernel),
-        ]
-    } else {
-        vec![
-            (format!("{n}.bias"), vec![f]),
-            (format!("{n}.weight"), kernel),
-        ]
     }
 }
 
@@ -240,6 +219,21 @@ pub fn load_darknet_weights(
             .collect();
         return load_convs(varmap, &table, &file_table, body, weights_path);
     }
+    // Exactly the size of the other variant's file: say so rather than where the file ends.
+    let other = YoloConfig {
+        variant: match cfg.variant {
+            Variant::YoloV3 => Variant::Tiny,
+            Variant::Tiny => Variant::YoloV3,
+        },
+        ..*cfg
+    };
+    let other_floats: usize = conv_table(&other).iter().map(|c| c.darknet_floats()).sum();
+    if found == other_floats {
+        return Err(size_error(format!(
+            "; that is exactly the size of a {} file: weights of the other variant?",
+            other.describe()
+        )));
+    }
     if found > expected {
         return Err(size_error(format!(
             "; the file is {} floats too long (another class count or network?)",
@@ -255,10 +249,22 @@ pub fn load_darknet_weights(
         }
         let next = offset + spec.darknet_floats();
         if next > found {
+            let upto = |last: usize| match last {
+                0 => "conv 0".to_string(),
+                _ => format!("convs 0 to {last}"),
+            };
+            let boundaries = if covered == 0 {
+                format!("the first of which is at {next} floats (conv 0)")
+            } else {
+                format!(
+                    "the nearest being {offset} floats ({}) and {next} floats ({})",
+                    upto(covered - 1),
+                    upto(covered)
+                )
+            };
             return Err(size_error(format!(
                 "; the file ends inside darknet conv {covered} ({}), which spans floats \
-                 {offset}..{next}; a partial file must end at a conv boundary \
-                 (e.g. {offset} floats for convs 0..{covered})",
+                 {offset}..{next}; a partial file must end at a conv boundary, {boundaries}",
                 spec.name
             )));
         }
@@ -292,7 +298,7 @@ fn load_convs(
     let mut report = LoadReport::default();
     let mut pos = 0usize;
     for (spec, file_spec) in model_table.iter().zip(file_table) {
-        let vars = darknet_vars(spec).into_iter().zip(darknet_vars(file_spec));
+        let vars = spec.variables().into_iter().zip(file_spec.variables());
         for ((name, shape), (_, file_shape)) in vars {
             let var = lookup(&data, &name, &shape, weights_path)?;
             let len: usize = file_shape.iter().product();
@@ -340,7 +346,7 @@ pub fn save_darknet_weights(
     {
         let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
         for spec in &table {
-            for (name, shape) in darknet_vars(spec) {
+            for (name, shape) in spec.variables() {
                 let var = lookup(&data, &name, &shape, path)?;
                 let values = var
                     .as_tensor()

@@ -35,6 +35,19 @@ pub enum SectionKind {
 }
 
 impl SectionKind {
+    /// The section's name as a cfg writes it (`convolutional`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SectionKind::Net => "net",
+            SectionKind::Convolutional => "convolutional",
+            SectionKind::Shortcut => "shortcut",
+            SectionKind::Route => "route",
+            SectionKind::Upsample => "upsample",
+            SectionKind::Maxpool => "maxpool",
+            SectionKind::Yolo => "yolo",
+        }
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "net" | "network" => SectionKind::Net,
@@ -49,6 +62,12 @@ impl SectionKind {
     }
 }
 
+impl std::fmt::Display for SectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One `[section]` of a cfg file with its `key=value` options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CfgSection {
@@ -60,10 +79,11 @@ pub struct CfgSection {
     pub options: BTreeMap<String, String>,
 }
 
-fn cfg_err(path: &Path, line: usize, msg: impl Into<String>) -> ModelError {
+/// A cfg error at a 1-based line (`usize`) or at none (`None`: the cfg as a whole).
+fn cfg_err(path: &Path, line: impl Into<Option<usize>>, msg: impl Into<String>) -> ModelError {
     ModelError::Cfg {
         path: path.to_path_buf(),
-        line,
+        line: line.into(),
         msg: msg.into(),
     }
 }
@@ -75,14 +95,14 @@ impl CfgSection {
                 cfg_err(
                     path,
                     self.line,
-                    format!("[{:?}] option {key}={v} is not an integer", self.kind),
+                    format!("[{}] option {key}={v} is not an integer", self.kind),
                 )
             }),
             None => default.ok_or_else(|| {
                 cfg_err(
                     path,
                     self.line,
-                    format!("[{:?}] section lacks required option {key}", self.kind),
+                    format!("[{}] section lacks required option {key}", self.kind),
                 )
             }),
         }
@@ -143,7 +163,7 @@ pub fn parse_cfg(text: &str, path: &Path) -> Result<Vec<CfgSection>, ModelError>
     match sections.first() {
         Some(s) if s.kind == SectionKind::Net => Ok(sections),
         Some(s) => Err(cfg_err(path, s.line, "a cfg must start with [net]")),
-        None => Err(cfg_err(path, 0, "no sections")),
+        None => Err(cfg_err(path, None, "no sections")),
     }
 }
 
@@ -171,7 +191,7 @@ pub struct CfgConv {
 pub fn cfg_convs(sections: &[CfgSection], path: &Path) -> Result<Vec<CfgConv>, ModelError> {
     let net = sections
         .first()
-        .ok_or_else(|| cfg_err(path, 0, "no sections"))?;
+        .ok_or_else(|| cfg_err(path, None, "no sections"))?;
     let input_c = net.int("channels", Some(3), path)? as usize;
     let mut out_c: Vec<usize> = Vec::new();
     let mut convs = Vec::new();
@@ -280,11 +300,19 @@ pub fn check_cfg_matches(
         }
     }
     if convs.len() != table.len() {
+        // Extra convs: point at the first one; missing convs have no line to point at.
+        let (line, extra) = match convs.get(table.len()) {
+            Some(c) => (
+                Some(c.line),
+                format!(" (conv {} is the first extra one)", table.len()),
+            ),
+            None => (None, String::new()),
+        };
         return Err(cfg_err(
             path,
-            0,
+            line,
             format!(
-                "the cfg has {} convolutions, {} has {}",
+                "the cfg has {} convolutions, {} has {}{extra}",
                 convs.len(),
                 cfg.describe(),
                 table.len()

@@ -51,15 +51,36 @@ pub enum ModelError {
     },
 
     /// A darknet `.cfg` file could not be parsed or does not describe this model.
-    #[error("{}:{line}: {msg}", path.display())]
+    #[error("{}{}: {msg}", path.display(), line_suffix(line))]
     Cfg {
         /// The cfg file (or `<embedded>` for generated text).
         path: PathBuf,
-        /// 1-based line number (0 when the problem is not tied to one line).
-        line: usize,
+        /// 1-based line number; `None` when the problem is not tied to one line.
+        line: Option<usize>,
         /// What is wrong.
         msg: String,
     },
+
+    /// A checkpoint tensor named like a model variable is stored with a dtype no weight has.
+    #[error(
+        "{}: tensor {tensor} has dtype {found}, expected a float dtype ({expected})",
+        path.display()
+    )]
+    Dtype {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor (= variable) name.
+        tensor: String,
+        /// The dtype in the file (`I64`, `U8`, `BOOL`, ...).
+        found: String,
+        /// The dtypes accepted.
+        expected: &'static str,
+    },
+}
+
+/// `:N` for a known 1-based line, nothing otherwise.
+fn line_suffix(line: &Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
 }
 
 impl ModelError {

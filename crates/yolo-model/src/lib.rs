@@ -60,7 +60,7 @@ pub mod groups;
 pub mod ops;
 pub mod yolo_body;
 
-pub use architecture::{conv_table, flops, ConvSpec};
+pub use architecture::{conv_table, flops, model_variables, ConvSpec};
 pub use batch_norm::{with_bn_momentum, KerasBatchNorm, BN_EPSILON, BN_MOMENTUM};
 pub use checkpoint::{load_checkpoint_partial, save_checkpoint, LoadReport};
 pub use config::{FreezeBody, Variant, YoloConfig};

@@ -66,7 +66,19 @@ fn darknet_weights_with_bad_sizes_or_headers_name_the_file_and_the_expected_coun
         format!(
             "{f}: darknet weights hold 100 floats after the 20-byte header, expected 8680864 for \
              {TINY3}; the file ends inside darknet conv 0 (backbone.conv0), which spans floats \
-             0..496; a partial file must end at a conv boundary (e.g. 0 floats for convs 0..0)"
+             0..496; a partial file must end at a conv boundary, the first of which is at 496 \
+             floats (conv 0)"
+        )
+    );
+    // Cut inside the second conv: both neighbouring boundaries are named.
+    write_weights(&p, &[0, 2, 0], Some(0), 596);
+    assert_eq!(
+        load(&p),
+        format!(
+            "{f}: darknet weights hold 596 floats after the 20-byte header, expected 8680864 for \
+             {TINY3}; the file ends inside darknet conv 1 (backbone.conv1), which spans floats \
+             496..5232; a partial file must end at a conv boundary, the nearest being 496 floats \
+             (conv 0) and 5232 floats (convs 0 to 1)"
         )
     );
     // One float too many.
@@ -121,9 +133,8 @@ fn darknet_weights_of_the_other_variant_are_rejected_with_both_float_counts() {
         err.to_string(),
         format!(
             "{}: darknet weights hold 8680864 floats after the 20-byte header, expected 61587112 \
-             for yolov3 (3 classes, 3 anchors/layer); the file ends inside darknet conv 34 \
-             (backbone.stage4.block3.conv2), which spans floats 8464992..9646688; a partial file \
-             must end at a conv boundary (e.g. 8464992 floats for convs 0..34)",
+             for yolov3 (3 classes, 3 anchors/layer); that is exactly the size of a yolov3-tiny \
+             (3 classes, 3 anchors/layer) file: weights of the other variant?",
             p.display()
         )
     );
@@ -155,7 +166,7 @@ fn cfg_mistakes_name_file_line_and_what_is_wrong() {
         err("# only a comment\n[convolutional]\n"),
         "my.cfg:2: a cfg must start with [net]"
     );
-    assert_eq!(err("; nothing\n"), "my.cfg:0: no sections");
+    assert_eq!(err("; nothing\n"), "my.cfg: no sections");
     assert_eq!(
         err("[net]\n[route]\nlayers=1\n"),
         "my.cfg:2: layer 0 refers to layer 1, which does not precede it"
@@ -170,11 +181,11 @@ fn cfg_mistakes_name_file_line_and_what_is_wrong() {
     );
     assert_eq!(
         err("[net]\n[convolutional]\nfilters=abc\n"),
-        "my.cfg:2: [Convolutional] option filters=abc is not an integer"
+        "my.cfg:2: [convolutional] option filters=abc is not an integer"
     );
     assert_eq!(
         err("[net]\n[shortcut]\n"),
-        "my.cfg:2: [Shortcut] section lacks required option from"
+        "my.cfg:2: [shortcut] section lacks required option from"
     );
 }
 
@@ -198,13 +209,26 @@ fn cfg_of_another_variant_or_class_count_names_the_first_differing_conv() {
          false), but head.out0 needs (512, 255, 1, 1, false) for yolov3-tiny (80 classes, 3 \
          anchors/layer)"
     );
-    // Fewer convs than the model: only the count can differ.
+    // One conv more than the model: the error points at it.
+    let mut more = convs.clone();
+    more.push(convs[12].clone());
+    assert_eq!(
+        check_cfg_matches(&YoloConfig::tiny(3), &more, p)
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "my.cfg:{}: the cfg has 14 convolutions, {TINY3} has 13 (conv 13 is the first extra \
+             one)",
+            convs[12].line
+        )
+    );
+    // Fewer convs than the model: only the count can differ, at no line.
     let cut: Vec<_> = convs[..5].to_vec();
     assert_eq!(
         check_cfg_matches(&YoloConfig::tiny(3), &cut, p)
             .unwrap_err()
             .to_string(),
-        format!("my.cfg:0: the cfg has 5 convolutions, {TINY3} has 13")
+        format!("my.cfg: the cfg has 5 convolutions, {TINY3} has 13")
     );
 }
 
@@ -240,7 +264,22 @@ fn unreadable_safetensors_files_name_the_file_and_the_reason() {
     assert_eq!(
         load(&p),
         format!(
-            "{f}: not a readable safetensors file: invalid shape, data type, or offset for tensor"
+            "{f}: not a readable safetensors file: invalid shape, data type, or offset for tensor \
+             (backbone.conv0.conv.weight: F32 [16, 3, 3, 3] needs 1728 bytes, its data_offsets \
+             0..100 give 100)"
+        )
+    );
+    // Cut short: the header declares 64 bytes of data, 60 are there.
+    write_raw_safetensors(
+        &p,
+        r#"{"backbone.conv0.bn.bias":{"dtype":"F32","shape":[16],"data_offsets":[0,64]}}"#,
+        &[0; 60],
+    );
+    assert_eq!(
+        load(&p),
+        format!(
+            "{f}: not a readable safetensors file: incomplete metadata, file not fully covered \
+             (the tensors end at data byte 64, but the file holds 60 bytes of data)"
         )
     );
     // A dtype candle has no tensor type for.
@@ -251,7 +290,10 @@ fn unreadable_safetensors_files_name_the_file_and_the_reason() {
     );
     assert_eq!(
         load(&p),
-        format!("{f}: not a readable safetensors file: unsupported safetensor dtype BOOL")
+        format!(
+            "{f}: tensor backbone.conv0.conv.weight has dtype BOOL, expected a float dtype (F32, \
+             F16, BF16 or F64)"
+        )
     );
     // A header that is not JSON.
     write_raw_safetensors(&p, "{not json", &[]);
@@ -329,4 +371,58 @@ fn checkpoint_of_the_other_variant_is_reported_incomplete_with_every_difference(
         r.missing.len() + r.loaded.len() + r.skipped_shape.len(),
         v3.all_vars().len()
     );
+}
+
+/// A safetensors file holding one tensor of `dtype` (raw little-endian `data`) named `name`.
+fn write_typed(path: &Path, name: &str, dtype: safetensors::Dtype, shape: &[usize], data: &[u8]) {
+    let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), data).unwrap();
+    let bytes = safetensors::serialize([(name, view)], None).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn integer_tensors_named_like_weights_are_errors_naming_file_tensor_and_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let varmap = build(&YoloConfig::tiny(3));
+    let p = dir.path().join("int.safetensors");
+    let f = p.display();
+    // I64 with the variable's own shape: candle would convert it silently.
+    write_typed(
+        &p,
+        "backbone.conv0.bn.bias",
+        safetensors::Dtype::I64,
+        &[16],
+        &[0u8; 16 * 8],
+    );
+    assert_eq!(
+        load_checkpoint_partial(&varmap, &p)
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "{f}: tensor backbone.conv0.bn.bias has dtype I64, expected a float dtype (F32, F16, \
+             BF16 or F64)"
+        )
+    );
+    // U8 kernel (another shape too: the dtype is reported first).
+    write_typed(
+        &p,
+        "backbone.conv0.conv.weight",
+        safetensors::Dtype::U8,
+        &[2, 3],
+        &[7u8; 6],
+    );
+    assert_eq!(
+        load_checkpoint_partial(&varmap, &p)
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "{f}: tensor backbone.conv0.conv.weight has dtype U8, expected a float dtype (F32, \
+             F16, BF16 or F64)"
+        )
+    );
+    // An integer tensor the model has no variable for (a step counter) is only unexpected.
+    write_typed(&p, "step", safetensors::Dtype::I64, &[], &[0u8; 8]);
+    let r = load_checkpoint_partial(&varmap, &p).unwrap();
+    assert_eq!(r.unexpected, vec!["step"]);
+    assert!(r.loaded.is_empty());
 }
