@@ -12,6 +12,8 @@
 //! - `ModelCheckpoint(period=3, save_best_only=True)`: every `period`-th epoch, save when
 //!   `val_loss < best`. keras-yolo3 passes the *same* checkpoint object to stages 1 and 2, so its
 //!   `best` and period counter carry across phases; the trainer does the same across all phases.
+//!   Beyond keras-yolo3, the checkpoint can monitor validation mAP@0.5 instead
+//!   ([`CheckpointMonitor::Map`], Keras `mode='max'`: save when `map > best`).
 
 use serde::{Deserialize, Serialize};
 
@@ -114,12 +116,92 @@ impl EarlyStopping {
     }
 }
 
-/// Keras `ModelCheckpoint(save_best_only=True, period=N)` on `val_loss`.
+/// The quantity the best-checkpoint rule compares (`checkpoint_monitor` in the configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointMonitor {
+    /// Validation loss, lower is better (keras-yolo3's `monitor='val_loss'`).
+    #[default]
+    ValLoss,
+    /// Validation VOC mAP@0.5, higher is better.
+    Map,
+}
+
+impl CheckpointMonitor {
+    /// The name used in configuration files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointMonitor::ValLoss => "val_loss",
+            CheckpointMonitor::Map => "map",
+        }
+    }
+
+    /// Whether the monitored value improves downwards or upwards.
+    pub fn mode(self) -> MonitorMode {
+        match self {
+            CheckpointMonitor::ValLoss => MonitorMode::Min,
+            CheckpointMonitor::Map => MonitorMode::Max,
+        }
+    }
+
+    /// The monitored value of an epoch: its `val_loss`, or its mAP (NaN when it was not computed,
+    /// which never counts as an improvement).
+    pub fn value(self, val_loss: f64, map: Option<f64>) -> f64 {
+        match self {
+            CheckpointMonitor::ValLoss => val_loss,
+            CheckpointMonitor::Map => map.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Keras' `mode` of a monitored value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MonitorMode {
+    /// Lower is better (a loss).
+    #[default]
+    Min,
+    /// Higher is better (a score such as mAP).
+    Max,
+}
+
+impl MonitorMode {
+    /// The starting `best`: `+inf` for min, `-inf` for max, so the first finite value improves.
+    pub fn worst(self) -> f64 {
+        match self {
+            MonitorMode::Min => f64::INFINITY,
+            MonitorMode::Max => f64::NEG_INFINITY,
+        }
+    }
+
+    /// Whether `current` is strictly better than `best` (NaN never is).
+    pub fn improves(self, current: f64, best: f64) -> bool {
+        match self {
+            MonitorMode::Min => current < best,
+            MonitorMode::Max => current > best,
+        }
+    }
+}
+
+/// Keras `ModelCheckpoint(save_best_only=True, period=N)` on `val_loss` (mode min) or on mAP
+/// (mode max).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCheckpoint {
     /// Check every `period` epochs.
     pub period: usize,
-    /// Best `val_loss` among checked epochs (`inf` before the first).
+    /// What is monitored (absent in state files written before mAP monitoring: `val_loss`).
+    #[serde(default)]
+    pub monitor: CheckpointMonitor,
+    /// Min or max (absent in older state files: min).
+    #[serde(default)]
+    pub mode: MonitorMode,
+    /// Best monitored value among checked epochs (the mode's worst before the first).
     #[serde(with = "lossless_f64")]
     pub best: f64,
     /// Epochs since the last check.
@@ -127,21 +209,35 @@ pub struct ModelCheckpoint {
 }
 
 impl ModelCheckpoint {
-    /// A checkpoint callback checking every `period` epochs.
+    /// A checkpoint callback on `val_loss` checking every `period` epochs (keras-yolo3's).
     pub fn new(period: usize) -> Self {
+        Self::with_monitor(period, CheckpointMonitor::ValLoss)
+    }
+
+    /// A checkpoint callback on `monitor` checking every `period` epochs.
+    pub fn with_monitor(period: usize, monitor: CheckpointMonitor) -> Self {
+        let mode = monitor.mode();
         ModelCheckpoint {
             period: period.max(1),
-            best: f64::INFINITY,
+            monitor,
+            mode,
+            best: mode.worst(),
             epochs_since_last_save: 0,
         }
     }
 
-    /// Feeds one epoch's `val_loss`; returns `true` when the weights must be saved now.
+    /// Whether the next call to [`ModelCheckpoint::on_epoch_end`] compares (the epoch is the
+    /// `period`-th since the last check), so the trainer knows when the monitored value is needed.
+    pub fn checks_next(&self) -> bool {
+        self.epochs_since_last_save + 1 >= self.period
+    }
+
+    /// Feeds one epoch's monitored value; returns `true` when the weights must be saved now.
     pub fn on_epoch_end(&mut self, current: f64) -> bool {
         self.epochs_since_last_save += 1;
         if self.epochs_since_last_save >= self.period {
             self.epochs_since_last_save = 0;
-            if current < self.best {
+            if self.mode.improves(current, self.best) {
                 self.best = current;
                 return true;
             }
@@ -150,10 +246,12 @@ impl ModelCheckpoint {
     }
 
     /// keras-yolo3's file name `ep{epoch:03d}-loss{loss:.3f}-val_loss{val_loss:.3f}`, where
-    /// `epoch` is the 0-based Keras epoch (Keras formats `epoch + 1`).
-    pub fn file_name(epoch: usize, loss: f64, val_loss: f64) -> String {
+    /// `epoch` is the 0-based Keras epoch (Keras formats `epoch + 1`), followed by
+    /// `-map{map:.3f}` when the epoch's mAP is known.
+    pub fn file_name(epoch: usize, loss: f64, val_loss: f64, map: Option<f64>) -> String {
+        let map = map.map(|m| format!("-map{m:.3}")).unwrap_or_default();
         format!(
-            "ep{:03}-loss{:.3}-val_loss{:.3}.safetensors",
+            "ep{:03}-loss{:.3}-val_loss{:.3}{map}.safetensors",
             epoch + 1,
             loss,
             val_loss
@@ -256,8 +354,88 @@ mod tests {
             vec![false, false, true, false, false, false, false, false, true]
         );
         assert_eq!(
-            ModelCheckpoint::file_name(11, 23.4564, 25.7891),
+            ModelCheckpoint::file_name(11, 23.4564, 25.7891, None),
             "ep012-loss23.456-val_loss25.789.safetensors"
         );
+        assert_eq!(
+            ModelCheckpoint::file_name(11, 23.4564, 25.7891, Some(0.81249)),
+            "ep012-loss23.456-val_loss25.789-map0.812.safetensors"
+        );
+    }
+
+    #[test]
+    fn model_checkpoint_on_map_saves_higher_values_every_period() {
+        let mut c = ModelCheckpoint::with_monitor(2, CheckpointMonitor::Map);
+        assert_eq!((c.mode, c.best), (MonitorMode::Max, f64::NEG_INFINITY));
+        let maps = [0.9, 0.1, 0.95, 0.2, 0.05, 0.3, 0.99, 0.3, 0.1, 0.3];
+        let mut checked = Vec::new();
+        let saves: Vec<bool> = maps
+            .iter()
+            .map(|&v| {
+                checked.push(c.checks_next());
+                c.on_epoch_end(v)
+            })
+            .collect();
+        // Checked at epochs 1, 3, 5, 7, 9: 0.1 saves (first), 0.2 and 0.3 improve, 0.3 (epoch 7)
+        // equals the best (not strictly higher), 0.3 again no; 0.9/0.95/0.99 fall between checks.
+        assert_eq!(
+            checked,
+            vec![false, true, false, true, false, true, false, true, false, true]
+        );
+        assert_eq!(
+            saves,
+            vec![false, true, false, true, false, true, false, false, false, false]
+        );
+        assert_eq!(c.best, 0.3);
+        // A lower mAP at a check never saves, a higher one does.
+        let mut c = ModelCheckpoint::with_monitor(1, CheckpointMonitor::Map);
+        assert!(c.on_epoch_end(0.5));
+        assert!(!c.on_epoch_end(0.4));
+        assert!(!c.on_epoch_end(0.5));
+        assert!(c.on_epoch_end(0.51));
+        assert_eq!(c.best, 0.51);
+    }
+
+    #[test]
+    fn model_checkpoint_never_takes_nan_as_best() {
+        for monitor in [CheckpointMonitor::Map, CheckpointMonitor::ValLoss] {
+            let mut c = ModelCheckpoint::with_monitor(1, monitor);
+            assert!(!c.on_epoch_end(f64::NAN), "{monitor}");
+            assert!(c.best.is_infinite(), "{monitor}: {}", c.best);
+            assert!(c.on_epoch_end(0.5), "{monitor}");
+            assert!(!c.on_epoch_end(f64::NAN), "{monitor}");
+            assert_eq!(c.best, 0.5, "{monitor}");
+        }
+        // mAP not computed for a checked epoch counts as NaN: no save.
+        let m = CheckpointMonitor::Map;
+        assert!(m.value(3.0, None).is_nan());
+        assert_eq!(m.value(3.0, Some(0.25)), 0.25);
+        assert_eq!(CheckpointMonitor::ValLoss.value(3.0, Some(0.25)), 3.0);
+    }
+
+    #[test]
+    fn model_checkpoint_state_of_older_runs_loads_as_val_loss_min() {
+        // A state.json checkpoint written before mAP monitoring had no monitor/mode fields.
+        let old = r#"{"period": 3, "best": 12.5, "epochs_since_last_save": 1}"#;
+        let c: ModelCheckpoint = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (c.monitor, c.mode, c.best, c.epochs_since_last_save),
+            (CheckpointMonitor::ValLoss, MonitorMode::Min, 12.5, 1)
+        );
+        let fresh = r#"{"period": 3, "best": "inf", "epochs_since_last_save": 0}"#;
+        let c: ModelCheckpoint = serde_json::from_str(fresh).unwrap();
+        assert_eq!(c, ModelCheckpoint::new(3));
+        // The max mode round-trips with its -inf start and a finite best.
+        let mut c = ModelCheckpoint::with_monitor(3, CheckpointMonitor::Map);
+        let back: ModelCheckpoint =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        c.best = 0.8125;
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            json.contains(r#""monitor":"map""#) && json.contains(r#""mode":"max""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<ModelCheckpoint>(&json).unwrap(), c);
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamConfig;
+use crate::callbacks::CheckpointMonitor;
 use crate::error::{Result, TrainError};
 
 /// Which phase of the schedule, in the order they run.
@@ -231,7 +232,7 @@ pub struct TrainConfig {
     pub early_stopping_patience: usize,
     /// EarlyStopping minimum improvement.
     pub early_stopping_min_delta: f64,
-    /// ModelCheckpoint period (save the best `val_loss` every N epochs).
+    /// ModelCheckpoint period (check every N epochs, save when `checkpoint_monitor` improved).
     pub checkpoint_period: usize,
     /// Dtype of the bottleneck cache.
     pub cache_dtype: CacheDtype,
@@ -244,6 +245,14 @@ pub struct TrainConfig {
     /// Show progress bars.
     pub progress: bool,
     /// Batches prepared ahead by the loader.
+    /// Also compute validation mAP@0.5 after every N-th epoch of each phase (0: only at the end of
+    /// each phase, per `eval_map`). Logged in the epoch line and metrics.csv's `map` column.
+    #[serde(default)]
+    pub map_every: usize,
+    /// What the best-checkpoint rule monitors: `val_loss` (keras-yolo3, lower is better) or `map`
+    /// (higher is better; mAP is then computed on every epoch the checkpoint checks).
+    #[serde(default)]
+    pub checkpoint_monitor: CheckpointMonitor,
     pub prefetch: usize,
     /// After the from-scratch phase, re-estimate the BatchNorm moving statistics over this many
     /// letterboxed training batches (0: off). Keras' momentum 0.99 leaves them ~100 steps behind
@@ -294,6 +303,8 @@ impl Default for TrainConfig {
             recalibrate_bn_batches: 16,
             stop_after: None,
             scratch: PhaseConfig::scratch(),
+            map_every: 0,
+            checkpoint_monitor: CheckpointMonitor::ValLoss,
             bottleneck: PhaseConfig::bottleneck(),
             frozen: PhaseConfig::frozen(),
             unfreeze: PhaseConfig::unfreeze(),
@@ -538,3 +549,37 @@ mod tests {
         assert!(e.contains("key=value"), "{e}");
     }
 }
+
+    #[test]
+    fn map_every_and_checkpoint_monitor_parse_print_and_default() {
+        let c = TrainConfig::default();
+        assert_eq!(
+            (c.map_every, c.checkpoint_monitor),
+            (0, CheckpointMonitor::ValLoss)
+        );
+        let c = TrainConfig::load(
+            None,
+            &["map_every=2".into(), "checkpoint_monitor=map".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.map_every, c.checkpoint_monitor),
+            (2, CheckpointMonitor::Map)
+        );
+        let text = c.to_toml().unwrap();
+        assert!(
+            text.contains("map_every = 2") && text.contains("checkpoint_monitor = \"map\""),
+            "{text}"
+        );
+        let e = TrainConfig::load(None, &["checkpoint_monitor=loss".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loss") && e.contains("val_loss"), "{e}");
+        // A config.toml of an older run (neither key) still parses, with the defaults.
+        let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
+        let t = v.as_table_mut().unwrap();
+        t.remove("map_every");
+        t.remove("checkpoint_monitor");
+        let old: TrainConfig = v.try_into().unwrap();
+        assert_eq!(old, TrainConfig::default());
+    }

@@ -43,7 +43,9 @@ pub use bench::{
     default_cases, gemm_reference_gflops, run_case, BenchCase, BenchKind, BenchResult,
 };
 pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
-pub use callbacks::{EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
+pub use callbacks::{
+    CheckpointMonitor, EarlyStopping, ModelCheckpoint, MonitorMode, ReduceLrOnPlateau,
+};
 pub use config::{CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
 pub use dataset::Dataset;
 pub use device::parse_device;

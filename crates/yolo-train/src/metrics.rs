@@ -68,9 +68,10 @@ pub struct EpochRecord {
     pub lr: f64,
     /// Training images per second.
     pub images_per_sec: f64,
-    /// Wall time of the epoch (training + validation).
+    /// Wall time of the epoch (training, validation, and mAP when computed after it).
     pub seconds: f64,
-    /// VOC mAP@0.5 on the validation set, when computed (end of phase).
+    /// VOC mAP@0.5 on the validation set, when computed (end of phase, every `map_every`-th
+    /// epoch, and the epochs a `checkpoint_monitor = "map"` checkpoint compares).
     pub map: Option<f64>,
 }
 

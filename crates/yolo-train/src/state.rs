@@ -51,7 +51,8 @@ pub struct RunState {
     pub plateau: Option<ReduceLrOnPlateau>,
     /// EarlyStopping state of the phase in progress, when it uses one.
     pub early_stopping: Option<EarlyStopping>,
-    /// ModelCheckpoint state (shared by all phases, as keras-yolo3 shares it across stages).
+    /// ModelCheckpoint state (shared by all phases, as keras-yolo3 shares it across stages): its
+    /// monitor, mode and best value, so a resumed run compares against the same best.
     pub checkpoint: ModelCheckpoint,
     /// Weights file of the latest epoch end, relative to the run dir.
     pub weights: Option<PathBuf>,
@@ -67,6 +68,7 @@ impl RunState {
         let next_epoch = config.phase(first).initial_epoch;
         let lr = config.phase(first).lr;
         let period = config.checkpoint_period;
+        let monitor = config.checkpoint_monitor;
         RunState {
             version: STATE_VERSION,
             config,
@@ -79,7 +81,7 @@ impl RunState {
             phase_seconds: 0.0,
             plateau: None,
             early_stopping: None,
-            checkpoint: ModelCheckpoint::new(period),
+            checkpoint: ModelCheckpoint::with_monitor(period, monitor),
             weights: None,
             optimizer: None,
             history: Vec::new(),
@@ -155,6 +157,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::callbacks::{CheckpointMonitor, MonitorMode};
 
     #[test]
     fn state_round_trips_and_checks_named_files() {
@@ -180,5 +183,53 @@ mod tests {
         std::fs::remove_file(dir.path().join(&o)).unwrap();
         let e = RunState::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn map_monitor_and_best_persist_and_older_state_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            checkpoint_monitor: CheckpointMonitor::Map,
+            map_every: 2,
+            ..TrainConfig::default()
+        };
+        let mut s = RunState::new(cfg, PhaseKind::Bottleneck);
+        assert_eq!(
+            (s.checkpoint.monitor, s.checkpoint.mode, s.checkpoint.best),
+            (CheckpointMonitor::Map, MonitorMode::Max, f64::NEG_INFINITY)
+        );
+        s.save(dir.path()).unwrap();
+        assert_eq!(RunState::load(dir.path()).unwrap(), s);
+        s.checkpoint.best = 0.625;
+        s.save(dir.path()).unwrap();
+        let back = RunState::load(dir.path()).unwrap();
+        assert_eq!((back.checkpoint.best, back.config.map_every), (0.625, 2));
+        assert_eq!(back, s);
+
+        // A state.json written before these settings existed: no map_every/checkpoint_monitor in
+        // its config, no monitor/mode in its checkpoint. It loads as val_loss, mode min, best kept.
+        let mut v: serde_json::Value =
+            serde_json::to_value(RunState::new(TrainConfig::default(), PhaseKind::Frozen)).unwrap();
+        v["config"].as_object_mut().unwrap().remove("map_every");
+        v["config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("checkpoint_monitor");
+        let ck = v["checkpoint"].as_object_mut().unwrap();
+        ck.remove("monitor");
+        ck.remove("mode");
+        ck.insert("best".into(), serde_json::json!(17.25));
+        std::fs::write(RunState::path(dir.path()), v.to_string()).unwrap();
+        let old = RunState::load(dir.path()).unwrap();
+        assert_eq!(old.config.map_every, 0);
+        assert_eq!(old.config.checkpoint_monitor, CheckpointMonitor::ValLoss);
+        assert_eq!(
+            (
+                old.checkpoint.monitor,
+                old.checkpoint.mode,
+                old.checkpoint.best
+            ),
+            (CheckpointMonitor::ValLoss, MonitorMode::Min, 17.25)
+        );
     }
 }

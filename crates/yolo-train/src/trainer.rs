@@ -17,7 +17,7 @@ use yolo_model::{
 use crate::adam::{Adam, AdamConfig};
 use crate::bottleneck::{cache_paths, ensure_cache, entry_boxes, epoch_batches, fingerprint};
 use crate::cache::BottleneckCache;
-use crate::callbacks::{EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
+use crate::callbacks::{CheckpointMonitor, EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
 use crate::config::{PhaseConfig, PhaseKind, TrainConfig};
 use crate::dataset::{is_darknet_weights, y_true_tensors, Dataset};
 use crate::device::parse_device;
@@ -150,6 +150,18 @@ impl Trainer {
         let data = Dataset::load(&cfg)?;
         let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
         if let Some(w) = &state.weights {
+        let mut notes = Vec::new();
+        let monitor = state.config.checkpoint_monitor;
+        if state.checkpoint.monitor != monitor {
+            // A best val_loss cannot be compared with an mAP: keep the period counter, restart best.
+            notes.push(format!(
+                "checkpoint monitor changed from {} (best {}) to {monitor}: the best restarts",
+                state.checkpoint.monitor, state.checkpoint.best
+            ));
+            let since = state.checkpoint.epochs_since_last_save;
+            state.checkpoint = ModelCheckpoint::with_monitor(state.checkpoint.period, monitor);
+            state.checkpoint.epochs_since_last_save = since;
+        }
             let p = run_dir.join(w);
             let report = load_checkpoint_partial(&varmap, &p)?;
             if !report.is_complete() {
@@ -161,7 +173,7 @@ impl Trainer {
         } else if let Some(w) = &cfg.weights {
             load_initial_weights(&varmap, &model_cfg, w)?;
         }
-        Ok(Trainer {
+        let mut trainer = Trainer {
             run_dir: run_dir.to_path_buf(),
             device,
             varmap,
@@ -170,7 +182,11 @@ impl Trainer {
             data,
             state,
             log: Box::new(|m| eprintln!("{m}")),
-        })
+        };
+        for n in notes {
+            (trainer.log)(&n);
+        }
+        Ok(trainer)
     }
 
     /// Replaces the message sink (default: stderr).
@@ -324,12 +340,17 @@ impl Trainer {
                 train,
                 val,
                 lr,
+            let map = if self.map_due(pc, epoch) {
+                Some(self.validation_map()?)
+            } else {
+                None
+            };
                 images_per_sec: images as f64 / train_secs.max(1e-9),
                 seconds: t0.elapsed().as_secs_f64(),
-                map: None,
+                map,
             };
             (self.log)(&format!(
-                "{phase} epoch {}/{}: loss {:.4} val_loss {:.4} (xy {:.3} wh {:.3} conf {:.3} cls {:.3} l2 {:.3}) lr {:e} {:.1} img/s {:.1}s",
+                "{phase} epoch {}/{}: loss {:.4} val_loss {:.4}{} (xy {:.3} wh {:.3} conf {:.3} cls {:.3} l2 {:.3}) lr {:e} {:.1} img/s {:.1}s",
                 epoch + 1,
                 pc.epochs,
                 train.total,
@@ -340,13 +361,20 @@ impl Trainer {
                 val.class,
                 val.l2,
                 lr,
+                map.map(|m| format!(" mAP@0.5 {m:.4}")).unwrap_or_default(),
                 record.images_per_sec,
                 record.seconds
             ));
             // Callbacks, in keras-yolo3's order: checkpoint, plateau, early stopping.
-            if self.state.checkpoint.on_epoch_end(val.total) {
+            let monitored = self.state.checkpoint.monitor.value(val.total, map);
+            if self.state.checkpoint.on_epoch_end(monitored) {
                 let dir = self.run_dir.join("checkpoints").join(phase.name());
-                let p = dir.join(ModelCheckpoint::file_name(epoch, train.total, val.total));
+                let p = dir.join(ModelCheckpoint::file_name(
+                    epoch,
+                    train.total,
+                    val.total,
+                    map,
+                ));
                 save_weights(&self.varmap, &p)?;
             }
             if let Some(pl) = self.state.plateau.as_mut() {
@@ -403,35 +431,69 @@ impl Trainer {
     }
 
     fn finish_phase(&mut self, phase: PhaseKind) -> Result<()> {
-        if phase == PhaseKind::Scratch && self.cfg().recalibrate_bn_batches > 0 {
+        let recalibrated = phase == PhaseKind::Scratch && self.cfg().recalibrate_bn_batches > 0;
+        if recalibrated {
             self.recalibrate_bn()?;
         }
         let wf = PathBuf::from(phase.weights_file());
         save_weights(&self.varmap, &self.run_dir.join(&wf))?;
+    /// Whether mAP is computed after `epoch`: every `map_every`-th epoch of the phase, and every
+    /// epoch the checkpoint compares when it monitors mAP. The end of the phase is
+    /// [`Trainer::finish_phase`]'s (it reuses a value computed here for the last epoch).
+    fn map_due(&self, pc: &PhaseConfig, epoch: usize) -> bool {
+        let every = self.cfg().map_every;
+        let nth = epoch.saturating_sub(pc.initial_epoch) + 1;
+        let periodic = every > 0 && nth.is_multiple_of(every);
+        let ck = &self.state.checkpoint;
+        periodic || (ck.monitor == CheckpointMonitor::Map && ck.checks_next())
+    }
+
+    /// VOC mAP@0.5 of the current weights on the validation split.
+    fn validation_map(&self) -> Result<f64> {
+        voc_map(
+            &self.model,
+            &self.data.val,
+            &self.data.anchors,
+            &self.data.classes,
+            self.data.input,
+            self.cfg().map_score_threshold,
+            &self.device,
+        )
+    }
+
         if self.cfg().eval_map {
-            let t = Instant::now();
-            let map = voc_map(
-                &self.model,
-                &self.data.val,
-                &self.data.anchors,
-                &self.data.classes,
-                self.data.input,
-                self.cfg().map_score_threshold,
-                &self.device,
-            )?;
-            (self.log)(&format!(
-                "phase {phase}: validation mAP@0.5 = {map:.4} ({} images, {:.1}s)",
-                self.data.val.len(),
-                t.elapsed().as_secs_f64()
-            ));
-            if let Some(last) = self
+            let last = self
                 .state
                 .history
-                .iter_mut()
+                .iter()
                 .rev()
-                .find(|r| r.phase == phase.name())
-            {
-                last.map = Some(map);
+                .find(|r| r.phase == phase.name());
+            // The last epoch's mAP (map_every / checkpoint) was measured on these very weights,
+            // unless the BatchNorm recalibration has changed them since.
+            match last.and_then(|r| r.map.map(|m| (m, r.epoch))) {
+                Some((map, epoch)) if !recalibrated => (self.log)(&format!(
+                    "phase {phase}: validation mAP@0.5 = {map:.4} ({} images, computed after epoch {})",
+                    self.data.val.len(),
+                    epoch + 1
+                )),
+                _ => {
+                    let t = Instant::now();
+                    let map = self.validation_map()?;
+                    (self.log)(&format!(
+                        "phase {phase}: validation mAP@0.5 = {map:.4} ({} images, {:.1}s)",
+                        self.data.val.len(),
+                        t.elapsed().as_secs_f64()
+                    ));
+                    if let Some(last) = self
+                        .state
+                        .history
+                        .iter_mut()
+                        .rev()
+                        .find(|r| r.phase == phase.name())
+                    {
+                        last.map = Some(map);
+                    }
+                }
             }
         }
         self.state.completed.push(phase);
