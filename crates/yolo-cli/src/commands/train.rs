@@ -55,6 +55,14 @@ pub struct Args {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Also compute validation mAP@0.5 after every N-th epoch of each phase (0: only at the end of
+    /// each phase).
+    #[arg(long, value_name = "N")]
+    pub map_every: Option<usize>,
+    /// What the best checkpoint monitors: val_loss (lower is better, keras-yolo3) or map (higher is
+    /// better; mAP is then computed on every epoch the checkpoint checks).
+    #[arg(long, value_name = "MONITOR", value_parser = ["val_loss", "map"])]
+    pub checkpoint_monitor: Option<String>,
 }
 
 fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
@@ -104,6 +112,12 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     }
     if a.quiet {
         o.push("progress=false".into());
+    }
+    if let Some(n) = a.map_every {
+        o.push(format!("map_every={n}"));
+    }
+    if let Some(m) = &a.checkpoint_monitor {
+        o.push(format!("checkpoint_monitor='{m}'"));
     }
     o.extend(a.set.iter().cloned());
     Ok(o)
