@@ -161,12 +161,26 @@ impl CheckReport {
     }
 }
 
+impl CheckReport {
+    /// The report line of one problem, `file:line: kind: detail` (as [`fmt::Display`] prints it,
+    /// and as `yolo train --skip-bad` lists the samples it drops).
+    pub fn problem_line(&self, p: &Problem) -> String {
+        format!(
+            "{}:{}: {}: {}",
+            self.file.display(),
+            p.line,
+            p.kind,
+            p.detail
+        )
+    }
+}
+
 impl fmt::Display for CheckReport {
     /// One line per problem, `file:line: kind: detail`, then a summary table of counts per kind.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = self.file.display();
         for p in &self.problems {
-            writeln!(f, "{file}:{}: {}: {}", p.line, p.kind, p.detail)?;
+            writeln!(f, "{}", self.problem_line(p))?;
         }
         writeln!(
             f,

@@ -204,6 +204,11 @@ pub struct TrainConfig {
     pub val_split: f64,
     /// Seed of the split shuffle (NumPy `RandomState`, keras-yolo3's 10101).
     pub split_seed: u32,
+    /// Drop the annotation lines `yolo check-data` finds errors on (listed in
+    /// `RUN_DIR/skipped_samples.txt`) instead of stopping with its report. Absent in older runs'
+    /// configs, hence the serde default (off).
+    #[serde(default)]
+    pub skip_bad: bool,
     /// Seed of data order, augmentation and weight initialisation.
     pub seed: u64,
     /// Initial weights: a darknet `.weights` file or a safetensors checkpoint (loaded partially;
@@ -280,6 +285,7 @@ impl Default for TrainConfig {
             input: [416, 416],
             val_split: 0.1,
             split_seed: 10101,
+            skip_bad: false,
             seed: 0,
             weights: None,
             run_dir: PathBuf::from("runs/train"),

@@ -1,15 +1,17 @@
 //! The dataset side of a run: annotation lines split as keras-yolo3 splits them, class names,
 //! anchors, and the deterministic letterbox path shared by validation, the bottleneck cache and mAP.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use yolo_data::{
-    get_random_data, load_rgb, preprocess_true_boxes, read_anchors, read_annotations, read_classes,
-    Anchors, Annotation, AugmentConfig, BoxLabel, InputShape,
+    check_annotation_bytes, get_random_data, load_rgb, parse_annotation_line,
+    preprocess_true_boxes, read_anchors, read_classes, Anchors, Annotation, AugmentConfig,
+    BoxLabel, CheckOptions, InputShape,
 };
 
 use crate::config::TrainConfig;
@@ -29,16 +31,118 @@ pub struct Dataset {
     pub anchors: Anchors,
     /// Network input.
     pub input: InputShape,
+    /// What the up-front check of the annotation file and its images found and dropped.
+    pub check: DataCheck,
+}
+
+/// The outcome of the check [`Dataset::load`] runs before training (`yolo check-data`'s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataCheck {
+    /// Annotation lines read (blank lines excluded).
+    pub lines: usize,
+    /// Distinct images decoded.
+    pub images: usize,
+    /// 1-based lines dropped because of an error (only with `skip_bad`).
+    pub skipped_lines: Vec<usize>,
+    /// Warnings (duplicate lines), which do not stop training.
+    pub warnings: usize,
+    /// Where the dropped samples are listed (`RUN_DIR/skipped_samples.txt`), when any were.
+    pub skipped_file: Option<PathBuf>,
+    /// Wall time of the check in seconds (images are decoded in parallel).
+    pub seconds: f64,
+}
+
+impl DataCheck {
+    /// One line for the run log: what was checked, how long it took, what was skipped.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "checked {} annotation lines and {} images in {:.1} s",
+            self.lines, self.images, self.seconds
+        );
+        if self.warnings > 0 {
+            s.push_str(&format!(
+                "; {} warnings (duplicate lines, kept)",
+                self.warnings
+            ));
+        }
+        if let Some(f) = &self.skipped_file {
+            s.push_str(&format!(
+                "; skipped {} bad samples (listed in {})",
+                self.skipped_lines.len(),
+                f.display()
+            ));
+        }
+        s
+    }
+}
+
+/// The name of the file, in the run directory, listing the samples `skip_bad` dropped.
+pub const SKIPPED_SAMPLES_FILE: &str = "skipped_samples.txt";
+
+/// Checks the annotation file and every image as `yolo check-data` does. With errors, fails with
+/// the report unless `cfg.skip_bad`, in which case the bad lines are dropped and listed (one
+/// `file:line: kind: detail` per problem) in `RUN_DIR/skipped_samples.txt`, written atomically.
+/// Returns the good lines in file order.
+fn checked_annotations(
+    cfg: &TrainConfig,
+    num_classes: usize,
+) -> Result<(Vec<Annotation>, DataCheck)> {
+    let start = Instant::now();
+    let file = &cfg.annotations;
+    let bytes = std::fs::read(file).map_err(|e| TrainError::io(file, e))?;
+    // Image paths as written (relative to the working directory), as the loaders open them;
+    // every image decoded (in parallel).
+    let report = check_annotation_bytes(&bytes, file, num_classes, &CheckOptions::default());
+    let seconds = start.elapsed().as_secs_f64();
+    if report.has_errors() && !cfg.skip_bad {
+        return Err(TrainError::BadSamples(Box::new(report)));
+    }
+    let bad = report.bad_lines();
+    let mut anns = Vec::new();
+    // Numbered as `check_dataset` numbers them: split on '\n', 1-based.
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        if bad.contains(&line) {
+            continue;
+        }
+        // A line that is not UTF-8 or does not parse is among the bad lines; `?` is a safeguard.
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| TrainError::format(file, format!("line {line} is not valid UTF-8")))?;
+        if let Some(a) = parse_annotation_line(text, file, line)? {
+            anns.push(a);
+        }
+    }
+    let skipped_file = if bad.is_empty() {
+        None
+    } else {
+        let path = cfg.run_dir.join(SKIPPED_SAMPLES_FILE);
+        let mut listing = String::new();
+        for p in report.problems.iter().filter(|p| p.kind.is_error()) {
+            listing.push_str(&report.problem_line(p));
+            listing.push('\n');
+        }
+        crate::atomic::atomic_write(&path, listing.as_bytes())?;
+        Some(path)
+    };
+    let check = DataCheck {
+        lines: report.lines,
+        images: report.images,
+        skipped_lines: bad.into_iter().collect(),
+        warnings: report.problems.len() - report.error_count(),
+        skipped_file,
+        seconds,
+    };
+    Ok((anns, check))
 }
 
 impl Dataset {
-    /// Reads and splits the data `cfg` names, validating every box against the classes.
+    /// Reads and splits the data `cfg` names. The annotation file and every image are checked
+    /// first (see `yolo_data::check_dataset`): any error stops here with the full report unless
+    /// `cfg.skip_bad`, which drops the bad lines before the split (so a resume, which applies the
+    /// same filter, gets the same split) and lists them in `RUN_DIR/skipped_samples.txt`.
     pub fn load(cfg: &TrainConfig) -> Result<Dataset> {
         let classes = read_classes(&cfg.classes)?;
-        let lines = read_annotations(&cfg.annotations)?;
-        for a in &lines {
-            yolo_data::check_annotation(a, classes.len(), &cfg.annotations)?;
-        }
+        let (lines, check) = checked_annotations(cfg, classes.len())?;
         let anchors = match &cfg.anchors {
             Some(p) => read_anchors(p)?,
             None if cfg.tiny => Anchors::tiny_default(),
@@ -77,6 +181,7 @@ impl Dataset {
             classes,
             anchors,
             input,
+            check,
         })
     }
 

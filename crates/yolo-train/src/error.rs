@@ -68,6 +68,29 @@ pub enum TrainError {
     /// The dataset is too small for the requested split or batch.
     #[error("dataset: {0}")]
     Dataset(String),
+    /// The annotation file has errors (`yolo check-data`'s report) and `skip_bad` is off.
+    #[error("{}", bad_samples_message(.0))]
+    BadSamples(Box<yolo_data::CheckReport>),
+    /// The initial weights do not fit the model variant (another variant's checkpoint, or one
+    /// whose names are not this crate's).
+    #[error("{}: {msg}", path.display())]
+    WrongWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// What was expected and what the file holds.
+        msg: String,
+    },
+}
+
+/// Headline (counts and the way out), then the full `yolo check-data` report.
+fn bad_samples_message(r: &yolo_data::CheckReport) -> String {
+    format!(
+        "{}: {} errors on {} of {} lines; fix them or use --skip-bad to drop these samples\n{r}",
+        r.file.display(),
+        r.error_count(),
+        r.bad_lines().len(),
+        r.lines
+    )
 }
 
 impl TrainError {

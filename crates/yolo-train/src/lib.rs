@@ -47,7 +47,7 @@ pub use callbacks::{
     CheckpointMonitor, EarlyStopping, ModelCheckpoint, MonitorMode, ReduceLrOnPlateau,
 };
 pub use config::{CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
-pub use dataset::Dataset;
+pub use dataset::{DataCheck, Dataset, SKIPPED_SAMPLES_FILE};
 pub use device::parse_device;
 pub use error::{Result, TrainError};
 pub use metrics::{EpochRecord, LossStats};

@@ -89,6 +89,8 @@ fn save_weights(varmap: &VarMap, path: &Path) -> Result<()> {
 }
 
 /// Loads initial weights (darknet `.weights` or safetensors, partially) and returns the report.
+/// A safetensors file of the other model variant, or with no usable tensor, is an error (see
+/// [`crate::init::check_weights_fit`]).
 pub fn load_initial_weights(
     varmap: &VarMap,
     model_cfg: &YoloConfig,
@@ -97,7 +99,9 @@ pub fn load_initial_weights(
     if is_darknet_weights(path) {
         Ok(load_darknet_weights(varmap, model_cfg, path)?)
     } else {
-        Ok(load_checkpoint_partial(varmap, path)?)
+        let report = load_checkpoint_partial(varmap, path)?;
+        crate::init::check_weights_fit(&report, model_cfg, path)?;
+        Ok(report)
     }
 }
 
@@ -111,6 +115,7 @@ impl Trainer {
         std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
         crate::atomic::atomic_write(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         let mut log: Box<dyn FnMut(&str)> = Box::new(|m| eprintln!("{m}"));
+        log(&data.check.summary());
         if let Some(w) = &cfg.weights {
             let report = load_initial_weights(&varmap, &model_cfg, w)?;
             log(&format!("initial weights {}: {report}", w.display()));
@@ -148,6 +153,7 @@ impl Trainer {
         let cfg = state.config.clone();
         let device = parse_device(&cfg.device)?;
         let data = Dataset::load(&cfg)?;
+        eprintln!("{}", data.check.summary());
         let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
         if let Some(w) = &state.weights {
         let mut notes = Vec::new();
