@@ -63,6 +63,10 @@ pub struct Args {
     /// better; mAP is then computed on every epoch the checkpoint checks).
     #[arg(long, value_name = "MONITOR", value_parser = ["val_loss", "map"])]
     pub checkpoint_monitor: Option<String>,
+    /// Drop the annotation lines with errors (as `yolo check-data` reports them) and list them in
+    /// RUN_DIR/skipped_samples.txt, instead of stopping with the report.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
@@ -118,6 +122,9 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     }
     if let Some(m) = &a.checkpoint_monitor {
         o.push(format!("checkpoint_monitor='{m}'"));
+    }
+    if a.skip_bad {
+        o.push("skip_bad=true".into());
     }
     o.extend(a.set.iter().cloned());
     Ok(o)
