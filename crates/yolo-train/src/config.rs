@@ -245,11 +245,6 @@ pub struct TrainConfig {
     pub eval_map: bool,
     /// Score threshold for the mAP detections.
     pub map_score_threshold: f32,
-    /// Check every gradient for NaN/inf after each step (the loss is always checked).
-    pub check_gradients: bool,
-    /// Show progress bars.
-    pub progress: bool,
-    /// Batches prepared ahead by the loader.
     /// Also compute validation mAP@0.5 after every N-th epoch of each phase (0: only at the end of
     /// each phase, per `eval_map`). Logged in the epoch line and metrics.csv's `map` column.
     #[serde(default)]
@@ -258,6 +253,11 @@ pub struct TrainConfig {
     /// (higher is better; mAP is then computed on every epoch the checkpoint checks).
     #[serde(default)]
     pub checkpoint_monitor: CheckpointMonitor,
+    /// Check every gradient for NaN/inf after each step (the loss is always checked).
+    pub check_gradients: bool,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Batches prepared ahead by the loader.
     pub prefetch: usize,
     /// After the from-scratch phase, re-estimate the BatchNorm moving statistics over this many
     /// letterboxed training batches (0: off). Keras' momentum 0.99 leaves them ~100 steps behind
@@ -303,14 +303,14 @@ impl Default for TrainConfig {
             cache_dtype: CacheDtype::F32,
             eval_map: true,
             map_score_threshold: 0.01,
+            map_every: 0,
+            checkpoint_monitor: CheckpointMonitor::ValLoss,
             check_gradients: true,
             progress: true,
             prefetch: 2,
             recalibrate_bn_batches: 16,
             stop_after: None,
             scratch: PhaseConfig::scratch(),
-            map_every: 0,
-            checkpoint_monitor: CheckpointMonitor::ValLoss,
             bottleneck: PhaseConfig::bottleneck(),
             frozen: PhaseConfig::frozen(),
             unfreeze: PhaseConfig::unfreeze(),
@@ -554,7 +554,6 @@ mod tests {
             .to_string();
         assert!(e.contains("key=value"), "{e}");
     }
-}
 
     #[test]
     fn map_every_and_checkpoint_monitor_parse_print_and_default() {
@@ -589,3 +588,4 @@ mod tests {
         let old: TrainConfig = v.try_into().unwrap();
         assert_eq!(old, TrainConfig::default());
     }
+}

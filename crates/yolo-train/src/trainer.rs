@@ -150,12 +150,6 @@ impl Trainer {
             state.config = cfg?;
         }
         state.config.run_dir = run_dir.to_path_buf();
-        let cfg = state.config.clone();
-        let device = parse_device(&cfg.device)?;
-        let data = Dataset::load(&cfg)?;
-        eprintln!("{}", data.check.summary());
-        let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
-        if let Some(w) = &state.weights {
         let mut notes = Vec::new();
         let monitor = state.config.checkpoint_monitor;
         if state.checkpoint.monitor != monitor {
@@ -168,6 +162,12 @@ impl Trainer {
             state.checkpoint = ModelCheckpoint::with_monitor(state.checkpoint.period, monitor);
             state.checkpoint.epochs_since_last_save = since;
         }
+        let cfg = state.config.clone();
+        let device = parse_device(&cfg.device)?;
+        let data = Dataset::load(&cfg)?;
+        eprintln!("{}", data.check.summary());
+        let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
+        if let Some(w) = &state.weights {
             let p = run_dir.join(w);
             let report = load_checkpoint_partial(&varmap, &p)?;
             if !report.is_complete() {
@@ -340,17 +340,17 @@ impl Trainer {
             let (train, images) = self.train_epoch(phase, pc, freeze, epoch, &source, &mut adam)?;
             let train_secs = t0.elapsed().as_secs_f64();
             let val = self.validate(&source, pc, freeze, epoch)?;
+            let map = if self.map_due(pc, epoch) {
+                Some(self.validation_map()?)
+            } else {
+                None
+            };
             let record = EpochRecord {
                 phase: phase.name().to_string(),
                 epoch,
                 train,
                 val,
                 lr,
-            let map = if self.map_due(pc, epoch) {
-                Some(self.validation_map()?)
-            } else {
-                None
-            };
                 images_per_sec: images as f64 / train_secs.max(1e-9),
                 seconds: t0.elapsed().as_secs_f64(),
                 map,
@@ -361,13 +361,13 @@ impl Trainer {
                 pc.epochs,
                 train.total,
                 val.total,
+                map.map(|m| format!(" mAP@0.5 {m:.4}")).unwrap_or_default(),
                 val.xy,
                 val.wh,
                 val.confidence,
                 val.class,
                 val.l2,
                 lr,
-                map.map(|m| format!(" mAP@0.5 {m:.4}")).unwrap_or_default(),
                 record.images_per_sec,
                 record.seconds
             ));
@@ -436,13 +436,6 @@ impl Trainer {
         Ok(())
     }
 
-    fn finish_phase(&mut self, phase: PhaseKind) -> Result<()> {
-        let recalibrated = phase == PhaseKind::Scratch && self.cfg().recalibrate_bn_batches > 0;
-        if recalibrated {
-            self.recalibrate_bn()?;
-        }
-        let wf = PathBuf::from(phase.weights_file());
-        save_weights(&self.varmap, &self.run_dir.join(&wf))?;
     /// Whether mAP is computed after `epoch`: every `map_every`-th epoch of the phase, and every
     /// epoch the checkpoint compares when it monitors mAP. The end of the phase is
     /// [`Trainer::finish_phase`]'s (it reuses a value computed here for the last epoch).
@@ -467,6 +460,13 @@ impl Trainer {
         )
     }
 
+    fn finish_phase(&mut self, phase: PhaseKind) -> Result<()> {
+        let recalibrated = phase == PhaseKind::Scratch && self.cfg().recalibrate_bn_batches > 0;
+        if recalibrated {
+            self.recalibrate_bn()?;
+        }
+        let wf = PathBuf::from(phase.weights_file());
+        save_weights(&self.varmap, &self.run_dir.join(&wf))?;
         if self.cfg().eval_map {
             let last = self
                 .state
