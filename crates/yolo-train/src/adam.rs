@@ -22,6 +22,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::adam_cpu;
 use crate::atomic::atomic_write;
 use crate::error::{Result, TrainError};
 
@@ -71,8 +72,9 @@ impl Adam {
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamConfig) -> Result<Self> {
         let mut slots = Vec::with_capacity(vars.len());
         for (name, var) in vars {
+            // Two buffers: the CPU path updates the moments in place.
             let m = var.as_tensor().zeros_like()?;
-            let v = m.clone();
+            let v = var.as_tensor().zeros_like()?;
             slots.push(Slot { name, var, m, v });
         }
         Ok(Adam {
@@ -110,11 +112,46 @@ impl Adam {
     /// Applies one update from `grads`. A parameter without a gradient (not reached by the loss)
     /// still sees its moments decay, as Keras does with a zero gradient.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_impl(grads, true)
+    }
+
+    /// [`Adam::step`]; `in_place` allows the CPU kernels (the tests compare both paths).
+    fn step_impl(&mut self, grads: &GradStore, in_place: bool) -> Result<()> {
         self.iterations += 1;
         let t = self.iterations as f64;
         let c = &self.cfg;
         let lr_t = c.lr * (1.0 - c.beta2.powf(t)).sqrt() / (1.0 - c.beta1.powf(t));
         for s in self.slots.iter_mut() {
+            let g = grads.get(s.var.as_tensor());
+            if in_place
+                && [s.var.as_tensor(), &s.m, &s.v]
+                    .into_iter()
+                    .chain(g)
+                    .all(adam_cpu::fast_path)
+            {
+                // Same arithmetic, in place: no temporaries (see `adam_cpu`).
+                let zeros;
+                let g = match g {
+                    Some(g) => g,
+                    None => {
+                        zeros = s.m.zeros_like()?;
+                        &zeros
+                    }
+                };
+                let moment = |decay: f64, square| adam_cpu::MomentUpdate {
+                    decay: decay as f32,
+                    rest: (1.0 - decay) as f32,
+                    square,
+                };
+                s.m.inplace_op2(g, &moment(c.beta1, false))?;
+                s.v.inplace_op2(g, &moment(c.beta2, true))?;
+                let update = adam_cpu::ParamUpdate {
+                    lr_t: lr_t as f32,
+                    eps: c.eps as f32,
+                };
+                s.var.as_tensor().inplace_op3(&s.m, &s.v, &update)?;
+                continue;
+            }
             // Everything here is detached: a gradient may still carry its backward graph, and a
             // moment built from it would chain every step's graph to the next (a memory leak).
             let g = match grads.get(s.var.as_tensor()) {
@@ -131,6 +168,35 @@ impl Adam {
             s.v = v;
         }
         Ok(())
+    }
+
+    /// The first optimised variable whose gradient holds a NaN or infinity, with that value (or,
+    /// off the CPU fast path, the gradient's non-finite sum of squares). Run before [`Adam::step`]
+    /// so a bad batch is reported before it touches the weights.
+    pub fn first_non_finite_grad(&self, grads: &GradStore) -> Result<Option<(String, f64)>> {
+        let mut norms = Vec::new();
+        let mut names = Vec::new();
+        for s in &self.slots {
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
+            if adam_cpu::fast_path(g) {
+                if let Some(x) = adam_cpu::first_non_finite(g)? {
+                    return Ok(Some((s.name.clone(), x as f64)));
+                }
+            } else {
+                norms.push(g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?);
+                names.push(s.name.as_str());
+            }
+        }
+        if norms.is_empty() {
+            return Ok(None);
+        }
+        let v: Vec<f32> = Tensor::stack(&norms, 0)?.to_vec1()?;
+        Ok(v.iter()
+            .zip(names)
+            .find(|(x, _)| !x.is_finite())
+            .map(|(x, n)| (n.to_string(), *x as f64)))
     }
 
     /// Atomically writes the moments to a safetensors file (`m.<name>`, `v.<name>`), with the
@@ -252,6 +318,123 @@ mod tests {
         assert!((p[0] as f64 - 0.9981014363988028).abs() < 1e-6, "{p:?}");
         assert!((p[1] as f64 + 1.9994942165129777).abs() < 1e-6, "{p:?}");
         assert_eq!(adam.iterations(), 2);
+    }
+
+    /// The in-place CPU kernels reproduce the tensor-op path bit for bit, over several steps,
+    /// shapes, and a parameter the loss does not reach (zero gradient, decaying moments).
+    #[test]
+    fn in_place_cpu_update_is_bit_identical_to_tensor_ops() {
+        let make = |seed: u64| -> Vec<(String, Var)> {
+            let mut x = seed;
+            let mut next = move || {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            };
+            [vec![70_000usize], vec![3, 5, 7], vec![1]]
+                .into_iter()
+                .enumerate()
+                .map(|(i, shape)| {
+                    let n: usize = shape.iter().product();
+                    let v: Vec<f32> = (0..n).map(|_| next()).collect();
+                    let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+                    (format!("p{i}"), Var::from_tensor(&t).unwrap())
+                })
+                .collect()
+        };
+        let (fast_vars, slow_vars) = (make(7), make(7));
+        let cfg = AdamConfig::default();
+        let mut fast = Adam::new(fast_vars.clone(), cfg).unwrap();
+        let mut slow = Adam::new(slow_vars.clone(), cfg).unwrap();
+        for step in 0..4 {
+            for (adam, vars, in_place) in [
+                (&mut fast, &fast_vars, true),
+                (&mut slow, &slow_vars, false),
+            ] {
+                // loss = sum(p0^3) + step * sum(sin(p1)); p2 gets no gradient.
+                let l0 = vars[0].1.as_tensor().powf(3.0).unwrap().sum_all().unwrap();
+                let l1 = vars[1].1.as_tensor().sin().unwrap().sum_all().unwrap();
+                let loss = (l0 + l1.affine(step as f64, 0.0).unwrap()).unwrap();
+                let grads = loss.backward().unwrap();
+                adam.step_impl(&grads, in_place).unwrap();
+            }
+        }
+        for ((name, a), (_, b)) in fast_vars.iter().zip(&slow_vars) {
+            let a = a
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let b = b
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name}"
+            );
+        }
+        for (a, b) in fast.slots.iter().zip(&slow.slots) {
+            for (x, y) in [(&a.m, &b.m), (&a.v, &b.v)] {
+                let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(x, y, "moments of {}", a.name);
+            }
+        }
+        // The parameters moved.
+        let p2 = fast_vars[2]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let p0 = make(7)[0]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let moved = fast_vars[0]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(moved.iter().zip(&p0).filter(|(a, b)| a != b).count() > 69_000);
+        assert_eq!(p2.len(), 1);
+    }
+
+    #[test]
+    fn first_non_finite_grad_names_the_variable_and_value() {
+        let a = Var::new(&[1.0f32, 2.0, 3.0], &Device::Cpu).unwrap();
+        let b = Var::new(&[1.0f32, -1.0], &Device::Cpu).unwrap();
+        let adam = Adam::new(
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+            AdamConfig::default(),
+        )
+        .unwrap();
+        let ok = (a.as_tensor().sum_all().unwrap() + b.as_tensor().sum_all().unwrap()).unwrap();
+        assert_eq!(
+            adam.first_non_finite_grad(&ok.backward().unwrap()).unwrap(),
+            None
+        );
+        // d/db of sum(log(b)) at b = -1 is 1/b = -1 (finite); of sqrt(b) at -1 it is NaN.
+        let bad = (a.as_tensor().sum_all().unwrap()
+            + b.as_tensor().sqrt().unwrap().sum_all().unwrap())
+        .unwrap();
+        let (name, v) = adam
+            .first_non_finite_grad(&bad.backward().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(name, "b");
+        assert!(v.is_nan(), "{v}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod adam;
+pub mod adam_cpu;
 pub mod atomic;
 pub mod bench;
 pub mod bottleneck;

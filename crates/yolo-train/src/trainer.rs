@@ -699,7 +699,7 @@ impl Trainer {
             }
             let grads = loss.backward()?;
             if cfg.check_gradients {
-                if let Some((name, v)) = first_non_finite_grad(adam, &grads)? {
+                if let Some((name, v)) = adam.first_non_finite_grad(&grads)? {
                     return Err(nonfinite(format!("gradient of {name}"), v));
                 }
             }
@@ -862,27 +862,4 @@ impl Trainer {
 enum Source {
     Cache(Box<(BottleneckCache, BottleneckCache)>),
     Images((BatchLoader, BatchLoader)),
-}
-
-/// The first optimised variable whose gradient has a NaN/inf, with the offending sum of squares.
-fn first_non_finite_grad(
-    adam: &Adam,
-    grads: &candle_core::backprop::GradStore,
-) -> Result<Option<(String, f64)>> {
-    let mut norms = Vec::new();
-    let mut names = Vec::new();
-    for (name, var) in adam.vars() {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            norms.push(g.sqr()?.sum_all()?.to_dtype(DType::F32)?);
-            names.push(name);
-        }
-    }
-    if norms.is_empty() {
-        return Ok(None);
-    }
-    let v: Vec<f32> = Tensor::stack(&norms, 0)?.to_vec1()?;
-    Ok(v.iter()
-        .zip(names)
-        .find(|(x, _)| !x.is_finite())
-        .map(|(x, n)| (n.to_string(), *x as f64)))
 }
