@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::annotation::BoxLabel;
 use crate::input_shape::InputShape;
-use crate::letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
-use crate::resize::{resize_bicubic_region, Window};
+use crate::letterbox::{letterbox_chw_into, LetterboxParams, GREY};
+use crate::resize::{resize_region_rows, Window};
 
 /// Augmentation settings, defaults equal to keras-yolo3's `get_random_data` arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,20 +155,38 @@ pub fn get_random_data(
     cfg: &AugmentConfig,
     rng: &mut impl Rng,
 ) -> Sample {
+    let mut out = vec![0f32; 3 * input.w * input.h];
+    let boxes = get_random_data_into(image, boxes, input, random, cfg, rng, &mut out);
+    Sample { image: out, boxes }
+}
+
+/// [`get_random_data`] writing the image into `out` (`3 * h * w` values, every one overwritten)
+/// instead of a new buffer, so a batch loader can fill its batch tensor in place; returns the
+/// boxes. Same values, same draws.
+///
+/// # Panics
+/// When `out.len() != 3 * input.h * input.w`.
+pub fn get_random_data_into(
+    image: &RgbImage,
+    boxes: &[BoxLabel],
+    input: InputShape,
+    random: bool,
+    cfg: &AugmentConfig,
+    rng: &mut impl Rng,
+    out: &mut [f32],
+) -> Vec<BoxLabel> {
     if !random {
         let p = LetterboxParams::new(image.width() as usize, image.height() as usize, input);
         let mut b = boxes.to_vec();
         b.shuffle(rng);
         b.truncate(cfg.max_boxes);
-        return Sample {
-            image: to_chw_unit(&letterbox_image(image, input)),
-            boxes: b.iter().map(|b| p.map_box(b)).collect(),
-        };
+        letterbox_chw_into(image, input, out);
+        return b.iter().map(|b| p.map_box(b)).collect();
     }
     let params = AugmentParams::sample(rng, input, cfg);
     let mut b = boxes.to_vec();
     b.shuffle(rng);
-    augment_with_params(image, &b, input, &params, cfg.max_boxes)
+    augment_with_params_into(image, &b, input, &params, cfg.max_boxes, out)
 }
 
 /// The random path of `get_random_data` with fixed draws (boxes are not shuffled here): resize to
@@ -182,17 +200,38 @@ pub fn augment_with_params(
     p: &AugmentParams,
     max_boxes: usize,
 ) -> Sample {
+    let mut out = vec![0f32; 3 * input.w * input.h];
+    let boxes = augment_with_params_into(image, boxes, input, p, max_boxes, &mut out);
+    Sample { image: out, boxes }
+}
+
+/// [`augment_with_params`] writing the image into `out` (`3 * h * w` values, every one
+/// overwritten); returns the boxes.
+///
+/// The canvas outside the pasted window gets the distorted grey, the window gets the resized
+/// rows streamed from [`resize_region_rows`], distorted straight into the three planes (mirrored
+/// rows are reversed first), so every value is written once.
+///
+/// # Panics
+/// When `out.len() != 3 * input.h * input.w`.
+pub fn augment_with_params_into(
+    image: &RgbImage,
+    boxes: &[BoxLabel],
+    input: InputShape,
+    p: &AugmentParams,
+    max_boxes: usize,
+    out: &mut [f32],
+) -> Vec<BoxLabel> {
     let (w, h) = (input.w, input.h);
+    let plane = w * h;
+    assert_eq!(
+        out.len(),
+        3 * plane,
+        "output buffer of 3 x {h} x {w} values"
+    );
     let (iw, ih) = (image.width() as usize, image.height() as usize);
     let hsv = Hsv::new(p.hue, p.sat, p.val);
-
-    // Canvas, pre-filled with the distorted grey.
     let grey = hsv.apply(GREY, GREY, GREY);
-    let plane = w * h;
-    let mut out = vec![0f32; 3 * plane];
-    for (c, chunk) in out.chunks_exact_mut(plane).enumerate() {
-        chunk.fill(grey[c]);
-    }
 
     // The visible part of the resized image, in resized pixels.
     let win = Window {
@@ -201,38 +240,52 @@ pub fn augment_with_params(
         x1: (w as i64 - p.dx).clamp(0, p.nw as i64) as usize,
         y1: (h as i64 - p.dy).clamp(0, p.nh as i64) as usize,
     };
-    if win.x1 > win.x0 && win.y1 > win.y0 {
-        let part = resize_bicubic_region(image, p.nw, p.nh, win);
+    let visible = win.x1 > win.x0 && win.y1 > win.y0;
+    // Canvas rows cy0..cy1 and columns start..start + pw receive the image (mirrored placement:
+    // canvas column cx goes to w - 1 - cx); everything else is grey.
+    let (cy0, cy1, start, pw) = if visible {
         let pw = win.x1 - win.x0;
+        let cx0 = (p.dx + win.x0 as i64) as usize;
+        let cy0 = (p.dy + win.y0 as i64) as usize;
+        let start = if p.flip { w - cx0 - pw } else { cx0 };
+        (cy0, cy0 + (win.y1 - win.y0), start, pw)
+    } else {
+        (0, 0, 0, 0)
+    };
+    for (chunk, &g) in out.chunks_exact_mut(plane).zip(&grey) {
+        chunk[..cy0 * w].fill(g);
+        chunk[cy1 * w..].fill(g);
+        for row in chunk[cy0 * w..cy1 * w].chunks_exact_mut(w) {
+            row[..start].fill(g);
+            row[start + pw..].fill(g);
+        }
+    }
+
+    if visible {
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
-        let mut tmp = vec![0f32; 3 * pw];
-        for (ry, row) in part.as_raw().chunks_exact(pw * 3).enumerate() {
-            let cy = (p.dy + (win.y0 + ry) as i64) as usize;
-            let cx0 = (p.dx + win.x0 as i64) as usize;
-            hsv.apply_row(row, &mut tmp);
-            let (tr, rest) = tmp.split_at(pw);
-            let (tg, tb) = rest.split_at(pw);
-            // Mirrored placement: canvas column cx goes to w - 1 - cx.
-            let start = if p.flip { w - cx0 - pw } else { cx0 };
-            let at = cy * w + start;
-            for (plane_row, src) in [
+        let mut reversed = if p.flip {
+            vec![0u8; 3 * pw]
+        } else {
+            Vec::new()
+        };
+        resize_region_rows(image, p.nw, p.nh, win, |ry, row| {
+            let at = (cy0 + ry) * w + start;
+            let px = if p.flip {
+                for (d, s) in reversed.chunks_exact_mut(3).zip(row.chunks_exact(3).rev()) {
+                    d.copy_from_slice(s);
+                }
+                &reversed[..]
+            } else {
+                row
+            };
+            hsv.apply_row(
+                px,
                 &mut r_plane[at..at + pw],
                 &mut g_plane[at..at + pw],
                 &mut b_plane[at..at + pw],
-            ]
-            .into_iter()
-            .zip([tr, tg, tb])
-            {
-                if p.flip {
-                    for (d, s) in plane_row.iter_mut().zip(src.iter().rev()) {
-                        *d = *s;
-                    }
-                } else {
-                    plane_row.copy_from_slice(src);
-                }
-            }
-        }
+            );
+        });
     }
 
     let (wf, hf) = (w as f64, h as f64);
@@ -260,10 +313,7 @@ pub fn augment_with_params(
         }
     }
     kept.truncate(max_boxes);
-    Sample {
-        image: out,
-        boxes: kept,
-    }
+    kept
 }
 
 /// matplotlib's `rgb_to_hsv` / `hsv_to_rgb` round trip with keras-yolo3's distortion in between,
@@ -347,29 +397,26 @@ impl Hsv {
         [r, g, b]
     }
 
-    /// A row of interleaved RGB pixels into planar `out = [r.., g.., b..]` (`out.len() = 3n`).
-    fn apply_row(&self, px: &[u8], out: &mut [f32]) {
+    /// A row of interleaved RGB pixels (`3n` bytes) into the planar rows `r`, `g`, `b` (`n` each).
+    fn apply_row(&self, px: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is available, checked just above.
-                return unsafe { self.apply_row_avx2(px, out) };
+                return unsafe { self.apply_row_avx2(px, r, g, b) };
             }
         }
-        self.apply_row_impl(px, out)
+        self.apply_row_impl(px, r, g, b)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn apply_row_avx2(&self, px: &[u8], out: &mut [f32]) {
-        self.apply_row_impl(px, out)
+    unsafe fn apply_row_avx2(&self, px: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+        self.apply_row_impl(px, r, g, b)
     }
 
     #[inline(always)]
-    fn apply_row_impl(&self, px: &[u8], out: &mut [f32]) {
-        let n = px.len() / 3;
-        let (r, rest) = out.split_at_mut(n);
-        let (g, b) = rest.split_at_mut(n);
+    fn apply_row_impl(&self, px: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
         for (((p, r), g), b) in px.chunks_exact(3).zip(r).zip(g).zip(b) {
             let [x, y, z] = self.apply(p[0], p[1], p[2]);
             *r = x;
@@ -536,7 +583,9 @@ mod tests {
             .map(|i| ((i * 97 + i / 7) % 256) as u8)
             .collect();
         let mut out = vec![0f32; 3 * 517];
-        hsv.apply_row(&px, &mut out);
+        let (r, rest) = out.split_at_mut(517);
+        let (g, b) = rest.split_at_mut(517);
+        hsv.apply_row(&px, r, g, b);
         for (k, p) in px.chunks_exact(3).enumerate() {
             let one = hsv.apply(p[0], p[1], p[2]);
             let row = [out[k], out[517 + k], out[2 * 517 + k]];

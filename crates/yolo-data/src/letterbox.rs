@@ -6,7 +6,7 @@ use image::RgbImage;
 
 use crate::annotation::BoxLabel;
 use crate::input_shape::InputShape;
-use crate::resize::resize_bicubic;
+use crate::resize::{resize_bicubic, resize_region_rows, Window};
 
 /// Grey level of the canvas around the pasted image.
 pub const GREY: u8 = 128;
@@ -71,6 +71,54 @@ pub fn letterbox_image(image: &RgbImage, input: InputShape) -> RgbImage {
         dst[at..at + row].copy_from_slice(src);
     }
     canvas
+}
+
+/// [`letterbox_image`] followed by [`to_chw_unit`], written straight into `out` (`3 * h * w`
+/// values, every one overwritten): the grey border is filled once and each resized row is
+/// converted into the three planes as it is produced, without the intermediate images.
+///
+/// # Panics
+/// When `out.len() != 3 * input.h * input.w`.
+pub fn letterbox_chw_into(image: &RgbImage, input: InputShape, out: &mut [f32]) {
+    let (w, h) = (input.w, input.h);
+    let plane = w * h;
+    assert_eq!(
+        out.len(),
+        3 * plane,
+        "output buffer of 3 x {h} x {w} values"
+    );
+    let p = LetterboxParams::new(image.width() as usize, image.height() as usize, input);
+    let lut = unit_lut();
+    let grey = lut[GREY as usize];
+    for chunk in out.chunks_exact_mut(plane) {
+        chunk[..p.dy * w].fill(grey);
+        chunk[(p.dy + p.nh) * w..].fill(grey);
+        for row in chunk[p.dy * w..(p.dy + p.nh) * w].chunks_exact_mut(w) {
+            row[..p.dx].fill(grey);
+            row[p.dx + p.nw..].fill(grey);
+        }
+    }
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    let full = Window {
+        x0: 0,
+        y0: 0,
+        x1: p.nw,
+        y1: p.nh,
+    };
+    resize_region_rows(image, p.nw, p.nh, full, |y, row| {
+        let at = (p.dy + y) * w + p.dx;
+        let (r, g, b) = (
+            &mut r[at..at + p.nw],
+            &mut g[at..at + p.nw],
+            &mut b[at..at + p.nw],
+        );
+        for (((px, r), g), b) in row.chunks_exact(3).zip(r).zip(g).zip(b) {
+            *r = lut[px[0] as usize];
+            *g = lut[px[1] as usize];
+            *b = lut[px[2] as usize];
+        }
+    });
 }
 
 /// `u8 -> f32` as keras-yolo3 computes it: `v / 255.` in f64, then stored as f32.

@@ -40,7 +40,10 @@ pub use annotation::{
     check_annotation, format_annotation_line, parse_annotation_line, parse_annotations,
     read_annotations, write_annotations, Annotation, BoxLabel, MAX_BOXES_PER_LINE,
 };
-pub use augment::{augment_with_params, get_random_data, AugmentConfig, AugmentParams, Sample};
+pub use augment::{
+    augment_with_params, augment_with_params_into, get_random_data, get_random_data_into,
+    AugmentConfig, AugmentParams, Sample,
+};
 pub use check::{
     check_annotation_bytes, check_dataset, CheckOptions, CheckReport, Problem, ProblemKind,
 };
@@ -53,7 +56,7 @@ pub use kmeans::{
     avg_iou, box_wh, image_sizes, kmeans_anchors, kmeans_from_indices, letterboxed_box_wh, wh_iou,
     KMeansResult, KMEANS_RESTARTS,
 };
-pub use letterbox::{letterbox_image, to_chw_unit, LetterboxParams, GREY};
+pub use letterbox::{letterbox_chw_into, letterbox_image, to_chw_unit, LetterboxParams, GREY};
 pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
 pub use resize::{resize_bicubic, resize_bicubic_region, Window};
 pub use synth::{

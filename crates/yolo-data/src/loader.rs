@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchors::Anchors;
 use crate::annotation::{Annotation, BoxLabel};
-use crate::augment::{get_random_data, AugmentConfig, Sample};
+use crate::augment::{get_random_data_into, AugmentConfig};
 use crate::error::DataError;
 use crate::image_io::load_rgb;
 use crate::input_shape::InputShape;
@@ -235,39 +235,48 @@ impl Inner {
         let jobs: Vec<(u64, usize)> = (first..first + cfg.batch_size as u64)
             .map(|s| (s, self.index_of(s, perm)))
             .collect();
-        let results: Vec<Result<Sample, (PathBuf, String)>> = jobs
-            .par_iter()
-            .map(|&(s, idx)| {
+        // Every sample writes its own slice of the batch tensor's buffer; the slices of skipped
+        // images are squeezed out afterwards.
+        let (h, w) = (cfg.input.h, cfg.input.w);
+        let size = 3 * h * w;
+        let mut pixels = vec![0f32; jobs.len() * size];
+        let results: Vec<Result<Vec<BoxLabel>, (PathBuf, String)>> = pixels
+            .par_chunks_mut(size)
+            .zip(jobs.par_iter())
+            .map(|(out, &(s, idx))| {
                 let ann = &self.annotations[idx];
                 let image = load_rgb(&ann.path).map_err(|e| (ann.path.clone(), e.to_string()))?;
                 let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
                 rng.set_stream(s);
-                Ok(get_random_data(
+                Ok(get_random_data_into(
                     &image,
                     &ann.boxes,
                     cfg.input,
                     cfg.random,
                     &cfg.augment,
                     &mut rng,
+                    out,
                 ))
             })
             .collect();
 
-        let (h, w) = (cfg.input.h, cfg.input.w);
-        let mut pixels = Vec::with_capacity(cfg.batch_size * 3 * h * w);
         let mut boxes = Vec::new();
         let mut paths = Vec::new();
         let mut skipped = Vec::new();
-        for ((_, idx), r) in jobs.iter().zip(results) {
+        for (k, ((_, idx), r)) in jobs.iter().zip(results).enumerate() {
             match r {
-                Ok(sample) => {
-                    pixels.extend_from_slice(&sample.image);
-                    boxes.push(sample.boxes);
+                Ok(b) => {
+                    let m = paths.len();
+                    if m != k {
+                        pixels.copy_within(k * size..(k + 1) * size, m * size);
+                    }
+                    boxes.push(b);
                     paths.push(self.annotations[*idx].path.clone());
                 }
                 Err(skip) => skipped.push(skip),
             }
         }
+        pixels.truncate(paths.len() * size);
         let m = paths.len();
         let images = Tensor::from_vec(pixels, (m, 3, h, w), &Device::Cpu)?;
         let y_true = preprocess_true_boxes(&boxes, cfg.input, &self.anchors, self.num_classes)

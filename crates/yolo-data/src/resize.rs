@@ -154,22 +154,59 @@ pub fn resize_bicubic(src: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
 /// The `win` window of the Pillow `BICUBIC` resize of `src` to `out_w x out_h` (the window is
 /// clamped to the output size). Values equal those of the full resize at the same positions.
 pub fn resize_bicubic_region(src: &RgbImage, out_w: usize, out_h: usize, win: Window) -> RgbImage {
-    resize_region_impl(src, out_w, out_h, win)
+    let x1 = win.x1.min(out_w);
+    let ww = x1 - win.x0.min(x1);
+    let y1 = win.y1.min(out_h);
+    let wh = y1 - win.y0.min(y1);
+    let mut out = Vec::with_capacity(ww * wh * 3);
+    resize_region_rows(src, out_w, out_h, win, |_, row| out.extend_from_slice(row));
+    RgbImage::from_raw(ww as u32, wh as u32, out).expect("buffer size matches the window")
 }
 
+thread_local! {
+    /// Reused per-thread buffers of [`resize_region_rows`] (the horizontal pass's output and one
+    /// vertical output line), so that resizing allocates and zero-fills nothing in steady state.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `buf[..n]`, growing `buf` (zero-filled) only when it is too short; callers overwrite it.
+fn scratch(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    &mut buf[..n]
+}
+
+/// The rows of the `win` window (clamped to the output size) of the Pillow `BICUBIC` resize of
+/// `src` to `out_w x out_h`, handed one at a time, top to bottom, to `row(r, pixels)` (`r` counts
+/// from the window's first row; `pixels` is interleaved RGB, `3 * width` bytes). Nothing is
+/// called for an empty window; an empty source gives black rows.
+///
 /// The vertical pass is [`convolve_rows`], a weighted sum of whole lines, which vectorises. The
-/// horizontal pass gathers 8 rows at a time with AVX2 ([`horizontal_avx2`]) or, elsewhere,
+/// horizontal pass works on 8 rows at a time with AVX2 ([`horizontal_avx2`]) or, elsewhere,
 /// transposes the block so that it becomes the same line kernel ([`horizontal_transposed`]).
 /// The integer arithmetic per output value is Pillow's in every case, so results stay bit-exact.
-fn resize_region_impl(src: &RgbImage, out_w: usize, out_h: usize, win: Window) -> RgbImage {
+/// The intermediate and the output line live in per-thread buffers that are reused.
+pub(crate) fn resize_region_rows(
+    src: &RgbImage,
+    out_w: usize,
+    out_h: usize,
+    win: Window,
+    mut row: impl FnMut(usize, &[u8]),
+) {
     let (in_w, in_h) = (src.width() as usize, src.height() as usize);
     let x1 = win.x1.min(out_w);
     let y1 = win.y1.min(out_h);
     let x0 = win.x0.min(x1);
     let y0 = win.y0.min(y1);
     let (ww, wh) = (x1 - x0, y1 - y0);
-    if ww == 0 || wh == 0 || in_w == 0 || in_h == 0 {
-        return RgbImage::new(ww as u32, wh as u32);
+    if ww == 0 || wh == 0 {
+        return;
+    }
+    if in_w == 0 || in_h == 0 {
+        let black = vec![0u8; ww * 3];
+        (0..wh).for_each(|r| row(r, &black));
+        return;
     }
     let src = src.as_raw();
     let need_h = in_w != out_w;
@@ -184,58 +221,59 @@ fn resize_region_impl(src: &RgbImage, out_w: usize, out_h: usize, win: Window) -
     let row_lo = row_lo.min(row_hi);
     let rows = row_hi - row_lo;
 
-    // Horizontal pass (or a plain column crop) into a u8 intermediate of rows row_lo..row_hi.
+    // Taken out of the cell (and put back at the end) so that `row` may resize too.
+    let (mut mid_buf, mut line_buf) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let stride_in = in_w * 3;
     let stride_mid = ww * 3;
-    let mid: Vec<u8> = if need_h {
+    // Horizontal pass into a u8 intermediate of rows row_lo..row_hi, or, when the width does
+    // not change, the source itself seen through a column offset.
+    let (mid, mid_stride): (&[u8], usize) = if need_h {
         let t = taps(in_w, out_w);
-        let mut mid = vec![0u8; rows * stride_mid];
+        let mid = scratch(&mut mid_buf, rows * stride_mid);
         let block = &src[row_lo * stride_in..];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 is available; the kernel checks its own reads (see its doc).
-                unsafe { horizontal_avx2(block, stride_in, rows, &t, x0, &mut mid) };
-                return finish_vertical(mid, vtaps, row_lo, ww, wh, y0);
-            }
-        }
-        horizontal_transposed(block, stride_in, rows, &t, x0, ww, &mut mid);
-        mid
+        horizontal(block, stride_in, rows, &t, x0, ww, mid);
+        (mid, stride_mid)
     } else {
-        let mut mid = Vec::with_capacity(rows * stride_mid);
-        for r in row_lo..row_hi {
-            mid.extend_from_slice(&src[r * stride_in + x0 * 3..r * stride_in + x1 * 3]);
-        }
-        mid
+        (&src[row_lo * stride_in + x0 * 3..], stride_in)
     };
 
-    finish_vertical(mid, vtaps, row_lo, ww, wh, y0)
+    match vtaps {
+        Some(t) => {
+            let line = scratch(&mut line_buf, stride_mid);
+            for r in 0..wh {
+                let o = y0 + r;
+                convolve_rows(mid, mid_stride, t.start[o] - row_lo, t.weights(o), line);
+                row(r, line);
+            }
+        }
+        None => {
+            for r in 0..wh {
+                row(r, &mid[r * mid_stride..r * mid_stride + stride_mid]);
+            }
+        }
+    }
+    SCRATCH.with(|s| *s.borrow_mut() = (mid_buf, line_buf));
 }
 
-/// The vertical pass over the `u8` intermediate (rows `row_lo..`), or nothing when the height
-/// does not change.
-#[inline(always)]
-fn finish_vertical(
-    mid: Vec<u8>,
-    vtaps: Option<Arc<Taps>>,
-    row_lo: usize,
+/// The horizontal pass of `rows` source rows into `mid` (`rows` lines of `ww` pixels).
+fn horizontal(
+    block: &[u8],
+    stride_in: usize,
+    rows: usize,
+    t: &Taps,
+    x0: usize,
     ww: usize,
-    wh: usize,
-    y0: usize,
-) -> RgbImage {
-    let stride_mid = ww * 3;
-    let out: Vec<u8> = match vtaps {
-        Some(t) => {
-            let mut out = vec![0u8; wh * stride_mid];
-            for (r, out_row) in out.chunks_exact_mut(stride_mid).enumerate() {
-                let o = y0 + r;
-                convolve_rows(&mid, stride_mid, t.start[o] - row_lo, t.weights(o), out_row);
-            }
-            out
+    mid: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available; the kernel checks its own reads (see its doc).
+            unsafe { horizontal_avx2(block, stride_in, rows, t, x0, mid) };
+            return;
         }
-        None => mid,
-    };
-    RgbImage::from_raw(ww as u32, wh as u32, out).expect("buffer size matches the window")
+    }
+    horizontal_transposed(block, stride_in, rows, t, x0, ww, mid);
 }
 
 /// Portable horizontal pass: transpose the needed block (pixel columns become lines), convolve

@@ -206,3 +206,44 @@ fn loader_batches_are_pinned_with_a_skipped_image() {
     let want: [u64; 2] = [1003611789227571014, 13814352100146817233];
     assert_eq!(got, want);
 }
+
+#[test]
+fn into_variants_write_every_value_and_match_the_allocating_ones() {
+    let img = noise_image(211, 167, 3);
+    let input = InputShape::new(96, 128).unwrap();
+    let mut out = vec![f32::NAN; 3 * 96 * 128];
+    for (nw, nh, dx, dy, flip) in [
+        (300, 250, -40, -60, true),
+        (60, 40, 20, 30, false),
+        (60, 40, 20, 30, true),
+        (128, 96, 0, 0, false),
+        (50, 20, 200, 10, false),
+    ] {
+        let p = AugmentParams {
+            nw,
+            nh,
+            dx,
+            dy,
+            flip,
+            hue: 0.03,
+            sat: 1.2,
+            val: 0.9,
+        };
+        out.fill(f32::NAN);
+        let b = yolo_data::augment_with_params_into(&img, &boxes(), input, &p, 20, &mut out);
+        let s = augment_with_params(&img, &boxes(), input, &p, 20);
+        assert_eq!(b, s.boxes);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&s.image), "{p:?}");
+    }
+    for (w, h) in [(211, 167), (40, 300), (128, 96)] {
+        let img = noise_image(w, h, 4);
+        out.fill(f32::NAN);
+        yolo_data::letterbox_chw_into(&img, input, &mut out);
+        let want = yolo_data::to_chw_unit(&yolo_data::letterbox_image(&img, input));
+        assert!(out
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
