@@ -18,6 +18,10 @@
 //! profile too, so `--profile dev` gives representative figures). Skips when
 //! `shared/datasets/raccoon` is absent.
 
+/// The allocator of the `yolo` binary, so the figures match what training sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

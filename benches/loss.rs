@@ -10,6 +10,10 @@
 //! Run: `cargo bench -p yolov3 --bench loss --profile dev` (yolo-loss is built at opt-level 3 in
 //! the dev profile). A criterion filter such as `loss_fused` or `c80` runs less.
 
+/// The allocator of the `yolo` binary, so the figures match what training sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use candle_core::{Device, Tensor, Var};

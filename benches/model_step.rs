@@ -12,6 +12,10 @@
 //! `cargo bench -p yolov3 --bench model_step` (a filter such as `tiny` or `forward` runs less).
 //! Uses CUDA device 0 when built with `--features cuda` and a GPU is present, else the CPU.
 
+/// The allocator of the `yolo` binary, so the figures match what training sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,10 @@
 //!
 //! Run: `cargo bench -p yolov3 --bench postprocess --profile dev`.
 
+/// The allocator of the `yolo` binary, so the figures match what training sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use candle_core::{Device, Tensor};

@@ -19,6 +19,10 @@
 //! `TRAIN_STEP_CASES=all_trainable,tiny` picks steps by substring. Besides criterion's own report it prints a summary table with
 //! medians, effective GFLOP/s and the ratio to the GEMM rate measured in the same run.
 
+/// The allocator of the `yolo` binary, so the figures match what training sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
