@@ -47,6 +47,10 @@ pub struct DemoConfig {
     pub augment_scratch: bool,
     /// Learning rate of the from-scratch phase.
     pub scratch_lr: f64,
+    /// Learning rate of the frozen (augmented) phase.
+    pub frozen_lr: f64,
+    /// Smallest and largest object side, as fractions of the image side.
+    pub object_size: [f64; 2],
     /// Detections drawn for this many test images.
     pub draw: usize,
     /// Seed of data and training.
@@ -70,6 +74,8 @@ impl Default for DemoConfig {
             unfreeze_seconds: 100.0,
             augment_scratch: false,
             scratch_lr: 1e-3,
+            frozen_lr: 1e-3,
+            object_size: [12.0 / 128.0, 48.0 / 128.0],
             draw: 6,
             seed: 0,
             progress: true,
@@ -128,7 +134,7 @@ pub fn demo_train_config(d: &DemoConfig, data_dir: &Path) -> TrainConfig {
     let s = c.phase_mut(PhaseKind::Bottleneck);
     (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e1 > 0, 0, e1, 8, 1e-3);
     let s = c.phase_mut(PhaseKind::Frozen);
-    (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e2 > 0, 0, e2, 16, 1e-3);
+    (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e2 > 0, 0, e2, 16, d.frozen_lr);
     let s = c.phase_mut(PhaseKind::Unfreeze);
     (s.enabled, s.initial_epoch, s.epochs, s.batch_size, s.lr) = (e3 > 0, e2, e2 + e3, 16, 1e-4);
     s.max_seconds = Some(d.unfreeze_seconds);
@@ -145,8 +151,8 @@ pub fn run_demo(d: &DemoConfig, log: impl FnMut(&str) + Clone + 'static) -> Resu
             image_size: d.size,
             count,
             seed,
-            min_object_size: 12 * d.size / 128,
-            max_object_size: 48 * d.size / 128,
+            min_object_size: (d.object_size[0] * d.size as f64).round() as u32,
+            max_object_size: (d.object_size[1] * d.size as f64).round() as u32,
             ..SynthConfig::default()
         };
         Ok(write_synth(&cfg, dir)?)

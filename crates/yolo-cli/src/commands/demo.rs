@@ -40,6 +40,15 @@ pub struct Args {
     /// Wall-time budget of the from-scratch phase, seconds.
     #[arg(long)]
     pub scratch_seconds: Option<f64>,
+    /// Wall-time budget of the unfreeze phase, seconds.
+    #[arg(long)]
+    pub unfreeze_seconds: Option<f64>,
+    /// Learning rate of the frozen (augmented) phase.
+    #[arg(long)]
+    pub frozen_lr: Option<f64>,
+    /// Smallest and largest object side as fractions of the image side, e.g. `0.125,0.375`.
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    pub object_size: Option<Vec<f64>>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -72,6 +81,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     d.augment_scratch |= a.augment_scratch;
     if let Some(s) = a.scratch_seconds {
         d.scratch_seconds = s;
+    }
+    if let Some(s) = a.unfreeze_seconds {
+        d.unfreeze_seconds = s;
+    }
+    if let Some(lr) = a.frozen_lr {
+        d.frozen_lr = lr;
+    }
+    if let Some(o) = a.object_size {
+        d.object_size = [o[0], o[1]];
     }
     let r = run_demo(&d, |m| eprintln!("{m}"))?;
     let run = r.run_dir.display();
