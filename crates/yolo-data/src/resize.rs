@@ -307,12 +307,13 @@ fn horizontal_transposed(
     transpose_px(&tmid, tstride, 0, rows, ww, mid);
 }
 
-/// AVX2 horizontal pass straight from the interleaved source: for 8 rows at a time, one gather
-/// per tap loads the 4 bytes at each row's tap pixel (R, G, B and one byte of the next pixel,
-/// ignored), the three channels are accumulated in 8-lane i32 vectors, then clamped and stored.
-/// Rows whose gather would read past the end of `src` (only the image's last row can) and the
-/// rows left over from the blocks of 8 are done by the scalar loop. Writes `mid` (`rows` lines
-/// of `mid.len() / rows` bytes).
+/// AVX2 horizontal pass straight from the interleaved source, 8 rows at a time. Each source
+/// pixel column the window reads is gathered once (one 4-byte gather over the 8 rows: R, G, B and
+/// one byte of the next pixel, ignored) and split into three 8-lane i32 vectors, one per channel;
+/// every output pixel is then, per channel, `2^21 + sum_t column[start + t] * weight[t]` over
+/// plain vector loads, clamped to `0..=255` and written to the 8 rows. A last block with fewer
+/// than 8 rows, or whose gather would read past the end of `src`, is first copied into a padded
+/// buffer. Writes `mid` (`rows` lines of `mid.len() / rows` bytes).
 ///
 /// # Safety
 /// AVX2 must be available; `src` holds at least `rows * stride_in` bytes and every tap lies
@@ -328,64 +329,78 @@ unsafe fn horizontal_avx2(
     mid: &mut [u8],
 ) {
     use std::arch::x86_64::*;
-    let stride_mid = mid.len() / rows.max(1);
+    if rows == 0 || mid.is_empty() {
+        return;
+    }
+    let stride_mid = mid.len() / rows;
     let ww = stride_mid / 3;
-    assert!(src.len() >= rows * stride_in && stride_in * 8 < i32::MAX as usize);
+    assert!(src.len() >= rows * stride_in && stride_in * 9 < i32::MAX as usize);
+    let (mut col_lo, mut col_hi) = (usize::MAX, 0);
+    for o in x0..x0 + ww {
+        col_lo = col_lo.min(t.start[o]);
+        col_hi = col_hi.max(t.start[o] + t.len[o]);
+    }
+    assert!(col_hi * 3 <= stride_in, "taps inside the row");
+    let ncols = col_hi - col_lo;
+    let mut cols = vec![_mm256_setzero_si256(); 3 * ncols];
     let s = stride_in as i32;
     let offs = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
     let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
     let byte = _mm256_set1_epi32(0xff);
     let zero = _mm256_setzero_si256();
     let max = _mm256_set1_epi32(255);
+    let mut padded: Vec<u8> = Vec::new();
     let mut r = 0;
-    // The 4-byte read of a row's last pixel ends 1 byte into the next row: fine while it exists.
-    while r + 8 <= rows && (r + 8) * stride_in < src.len() {
-        let base = src.as_ptr().add(r * stride_in);
+    while r < rows {
+        let valid = (rows - r).min(8);
+        // The 4-byte read of the last column ends 1 byte past it, so the block must be followed
+        // by at least one byte; otherwise (and for a short block) gather from a padded copy.
+        let base = if valid == 8 && (r + 7) * stride_in + col_hi * 3 < src.len() {
+            src.as_ptr().add(r * stride_in)
+        } else {
+            padded.clear();
+            padded.extend_from_slice(&src[r * stride_in..(r + valid) * stride_in]);
+            padded.resize(8 * stride_in + 1, 0);
+            padded.as_ptr()
+        };
+        for (x, c) in cols.chunks_exact_mut(3).enumerate() {
+            let p = base.add((col_lo + x) * 3) as *const i32;
+            let v = _mm256_i32gather_epi32::<1>(p, offs);
+            c[0] = _mm256_and_si256(v, byte);
+            c[1] = _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte);
+            c[2] = _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte);
+        }
         for i in 0..ww {
             let o = x0 + i;
             let (mut ar, mut ag, mut ab) = (half, half, half);
-            let first = base.add(t.start[o] * 3);
-            for (tap, &k) in t.weights(o).iter().enumerate() {
+            let first = &cols[(t.start[o] - col_lo) * 3..];
+            for (c, &k) in first.chunks_exact(3).zip(t.weights(o)) {
                 let kv = _mm256_set1_epi32(k);
-                let v = _mm256_i32gather_epi32::<1>(first.add(tap * 3) as *const i32, offs);
-                let cr = _mm256_and_si256(v, byte);
-                let cg = _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte);
-                let cb = _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte);
-                ar = _mm256_add_epi32(ar, _mm256_mullo_epi32(cr, kv));
-                ag = _mm256_add_epi32(ag, _mm256_mullo_epi32(cg, kv));
-                ab = _mm256_add_epi32(ab, _mm256_mullo_epi32(cb, kv));
+                ar = _mm256_add_epi32(ar, _mm256_mullo_epi32(c[0], kv));
+                ag = _mm256_add_epi32(ag, _mm256_mullo_epi32(c[1], kv));
+                ab = _mm256_add_epi32(ab, _mm256_mullo_epi32(c[2], kv));
             }
-            let mut lanes = [[0i32; 8]; 3];
-            for (dst, a) in lanes.iter_mut().zip([ar, ag, ab]) {
-                let c = _mm256_min_epi32(_mm256_max_epi32(_mm256_srai_epi32::<22>(a), zero), max);
-                _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, c);
-            }
-            let [lr, lg, lb] = lanes;
-            for (j, ((cr, cg), cb)) in lr.into_iter().zip(lg).zip(lb).enumerate() {
+            let clamp =
+                |a| _mm256_min_epi32(_mm256_max_epi32(_mm256_srai_epi32::<22>(a), zero), max);
+            // Lane j = row j's pixel as the bytes R, G, B, 0.
+            let px = _mm256_or_si256(
+                _mm256_or_si256(clamp(ar), _mm256_slli_epi32::<8>(clamp(ag))),
+                _mm256_slli_epi32::<16>(clamp(ab)),
+            );
+            let mut lanes = [0u32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, px);
+            for (j, &v) in lanes.iter().enumerate().take(valid) {
                 let at = (r + j) * stride_mid + i * 3;
-                mid[at] = cr as u8;
-                mid[at + 1] = cg as u8;
-                mid[at + 2] = cb as u8;
+                if i + 1 < ww {
+                    // The 4th byte lands on the next pixel's R, which is written after this one.
+                    let dst = &mut mid[at..at + 4];
+                    dst.copy_from_slice(&v.to_le_bytes());
+                } else {
+                    mid[at..at + 3].copy_from_slice(&v.to_le_bytes()[..3]);
+                }
             }
         }
-        r += 8;
-    }
-    for rr in r..rows {
-        let row = &src[rr * stride_in..(rr + 1) * stride_in];
-        let out = &mut mid[rr * stride_mid..(rr + 1) * stride_mid];
-        for (i, px) in out.chunks_exact_mut(3).enumerate() {
-            let o = x0 + i;
-            let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-            for (tap, &k) in t.weights(o).iter().enumerate() {
-                let p = (t.start[o] + tap) * 3;
-                acc[0] += row[p] as i32 * k;
-                acc[1] += row[p + 1] as i32 * k;
-                acc[2] += row[p + 2] as i32 * k;
-            }
-            px[0] = clip8(acc[0]);
-            px[1] = clip8(acc[1]);
-            px[2] = clip8(acc[2]);
-        }
+        r += valid;
     }
 }
 
