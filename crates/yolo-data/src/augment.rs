@@ -10,6 +10,8 @@
 //! computed in f32 (keras-yolo3 uses matplotlib in f64); the grey canvas, a constant, is
 //! converted once.
 
+use std::mem::MaybeUninit;
+
 use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -17,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::annotation::BoxLabel;
 use crate::input_shape::InputShape;
-use crate::letterbox::{letterbox_chw_into, LetterboxParams, GREY};
+use crate::letterbox::{letterbox_chw_uninit, LetterboxParams, GREY};
 use crate::resize::{resize_region_rows, Window};
+use crate::uninit::{as_uninit, fill};
 
 /// Augmentation settings, defaults equal to keras-yolo3's `get_random_data` arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,18 +178,32 @@ pub fn get_random_data_into(
     rng: &mut impl Rng,
     out: &mut [f32],
 ) -> Vec<BoxLabel> {
+    get_random_data_uninit(image, boxes, input, random, cfg, rng, as_uninit(out))
+}
+
+/// [`get_random_data_into`] on memory that need not be initialised: every value of `out` is
+/// written exactly once.
+pub(crate) fn get_random_data_uninit(
+    image: &RgbImage,
+    boxes: &[BoxLabel],
+    input: InputShape,
+    random: bool,
+    cfg: &AugmentConfig,
+    rng: &mut impl Rng,
+    out: &mut [MaybeUninit<f32>],
+) -> Vec<BoxLabel> {
     if !random {
         let p = LetterboxParams::new(image.width() as usize, image.height() as usize, input);
         let mut b = boxes.to_vec();
         b.shuffle(rng);
         b.truncate(cfg.max_boxes);
-        letterbox_chw_into(image, input, out);
+        letterbox_chw_uninit(image, input, out);
         return b.iter().map(|b| p.map_box(b)).collect();
     }
     let params = AugmentParams::sample(rng, input, cfg);
     let mut b = boxes.to_vec();
     b.shuffle(rng);
-    augment_with_params_into(image, &b, input, &params, cfg.max_boxes, out)
+    augment_with_params_uninit(image, &b, input, &params, cfg.max_boxes, out)
 }
 
 /// The random path of `get_random_data` with fixed draws (boxes are not shuffled here): resize to
@@ -222,6 +239,19 @@ pub fn augment_with_params_into(
     max_boxes: usize,
     out: &mut [f32],
 ) -> Vec<BoxLabel> {
+    augment_with_params_uninit(image, boxes, input, p, max_boxes, as_uninit(out))
+}
+
+/// [`augment_with_params_into`] on memory that need not be initialised: every value of `out` is
+/// written exactly once.
+pub(crate) fn augment_with_params_uninit(
+    image: &RgbImage,
+    boxes: &[BoxLabel],
+    input: InputShape,
+    p: &AugmentParams,
+    max_boxes: usize,
+    out: &mut [MaybeUninit<f32>],
+) -> Vec<BoxLabel> {
     let (w, h) = (input.w, input.h);
     let plane = w * h;
     assert_eq!(
@@ -253,11 +283,11 @@ pub fn augment_with_params_into(
         (0, 0, 0, 0)
     };
     for (chunk, &g) in out.chunks_exact_mut(plane).zip(&grey) {
-        chunk[..cy0 * w].fill(g);
-        chunk[cy1 * w..].fill(g);
+        fill(&mut chunk[..cy0 * w], g);
+        fill(&mut chunk[cy1 * w..], g);
         for row in chunk[cy0 * w..cy1 * w].chunks_exact_mut(w) {
-            row[..start].fill(g);
-            row[start + pw..].fill(g);
+            fill(&mut row[..start], g);
+            fill(&mut row[start + pw..], g);
         }
     }
 
@@ -398,7 +428,13 @@ impl Hsv {
     }
 
     /// A row of interleaved RGB pixels (`3n` bytes) into the planar rows `r`, `g`, `b` (`n` each).
-    fn apply_row(&self, px: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    fn apply_row(
+        &self,
+        px: &[u8],
+        r: &mut [MaybeUninit<f32>],
+        g: &mut [MaybeUninit<f32>],
+        b: &mut [MaybeUninit<f32>],
+    ) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") {
@@ -417,7 +453,13 @@ impl Hsv {
     /// AVX2 must be available.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn apply_row_avx2(&self, px: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    unsafe fn apply_row_avx2(
+        &self,
+        px: &[u8],
+        r: &mut [MaybeUninit<f32>],
+        g: &mut [MaybeUninit<f32>],
+        b: &mut [MaybeUninit<f32>],
+    ) {
         use std::arch::x86_64::*;
         let n = (px.len() / 3).min(r.len()).min(g.len()).min(b.len());
         // Byte positions of each channel in 24 bytes of RGB: the first 16 bytes give 6, 5 and 5
@@ -520,21 +562,27 @@ impl Hsv {
             let out_r = sel(i1, q, sel(or(i2, i3), pp, sel(i4, t, v)));
             let out_g = sel(or(i1, i2), v, sel(i3, q, sel(or(i4, i5), pp, t)));
             let out_b = sel(or(i3, i4), v, sel(i2, t, sel(i5, q, pp)));
-            _mm256_storeu_ps(r.as_mut_ptr().add(k), out_r);
-            _mm256_storeu_ps(g.as_mut_ptr().add(k), out_g);
-            _mm256_storeu_ps(b.as_mut_ptr().add(k), out_b);
+            _mm256_storeu_ps(r.as_mut_ptr().add(k) as *mut f32, out_r);
+            _mm256_storeu_ps(g.as_mut_ptr().add(k) as *mut f32, out_g);
+            _mm256_storeu_ps(b.as_mut_ptr().add(k) as *mut f32, out_b);
             k += 8;
         }
         self.apply_row_impl(&px[3 * k..3 * n], &mut r[k..n], &mut g[k..n], &mut b[k..n]);
     }
 
     #[inline(always)]
-    fn apply_row_impl(&self, px: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    fn apply_row_impl(
+        &self,
+        px: &[u8],
+        r: &mut [MaybeUninit<f32>],
+        g: &mut [MaybeUninit<f32>],
+        b: &mut [MaybeUninit<f32>],
+    ) {
         for (((p, r), g), b) in px.chunks_exact(3).zip(r).zip(g).zip(b) {
             let [x, y, z] = self.apply(p[0], p[1], p[2]);
-            *r = x;
-            *g = y;
-            *b = z;
+            r.write(x);
+            g.write(y);
+            b.write(z);
         }
     }
 }
@@ -698,7 +746,7 @@ mod tests {
         let mut out = vec![0f32; 3 * 517];
         let (r, rest) = out.split_at_mut(517);
         let (g, b) = rest.split_at_mut(517);
-        hsv.apply_row(&px, r, g, b);
+        hsv.apply_row(&px, as_uninit(r), as_uninit(g), as_uninit(b));
         for (k, p) in px.chunks_exact(3).enumerate() {
             let one = hsv.apply(p[0], p[1], p[2]);
             let row = [out[k], out[517 + k], out[2 * 517 + k]];
@@ -741,7 +789,7 @@ mod tests {
             let mut out = vec![f32::NAN; 3 * n];
             let (r, rest) = out.split_at_mut(n);
             let (g, b) = rest.split_at_mut(n);
-            hsv.apply_row(&px, r, g, b);
+            hsv.apply_row(&px, as_uninit(r), as_uninit(g), as_uninit(b));
             for (k, p) in px.chunks_exact(3).enumerate() {
                 let want = hsv.apply(p[0], p[1], p[2]).map(f32::to_bits);
                 let got = [r[k], g[k], b[k]].map(f32::to_bits);

@@ -2,11 +2,14 @@
 //! a grey (128, 128, 128) canvas. Used by `get_random_data(random=False)` (validation, bottleneck
 //! features) and by the detector (`letterbox_image`).
 
+use std::mem::MaybeUninit;
+
 use image::RgbImage;
 
 use crate::annotation::BoxLabel;
 use crate::input_shape::InputShape;
 use crate::resize::{resize_bicubic, resize_region_rows, Window};
+use crate::uninit::{as_uninit, fill};
 
 /// Grey level of the canvas around the pasted image.
 pub const GREY: u8 = 128;
@@ -80,6 +83,16 @@ pub fn letterbox_image(image: &RgbImage, input: InputShape) -> RgbImage {
 /// # Panics
 /// When `out.len() != 3 * input.h * input.w`.
 pub fn letterbox_chw_into(image: &RgbImage, input: InputShape, out: &mut [f32]) {
+    letterbox_chw_uninit(image, input, as_uninit(out))
+}
+
+/// [`letterbox_chw_into`] on memory that need not be initialised: every value of `out` is
+/// written exactly once.
+pub(crate) fn letterbox_chw_uninit(
+    image: &RgbImage,
+    input: InputShape,
+    out: &mut [MaybeUninit<f32>],
+) {
     let (w, h) = (input.w, input.h);
     let plane = w * h;
     assert_eq!(
@@ -91,11 +104,11 @@ pub fn letterbox_chw_into(image: &RgbImage, input: InputShape, out: &mut [f32]) 
     let lut = unit_lut();
     let grey = lut[GREY as usize];
     for chunk in out.chunks_exact_mut(plane) {
-        chunk[..p.dy * w].fill(grey);
-        chunk[(p.dy + p.nh) * w..].fill(grey);
+        fill(&mut chunk[..p.dy * w], grey);
+        fill(&mut chunk[(p.dy + p.nh) * w..], grey);
         for row in chunk[p.dy * w..(p.dy + p.nh) * w].chunks_exact_mut(w) {
-            row[..p.dx].fill(grey);
-            row[p.dx + p.nw..].fill(grey);
+            fill(&mut row[..p.dx], grey);
+            fill(&mut row[p.dx + p.nw..], grey);
         }
     }
     let (r, rest) = out.split_at_mut(plane);
@@ -114,9 +127,9 @@ pub fn letterbox_chw_into(image: &RgbImage, input: InputShape, out: &mut [f32]) 
             &mut b[at..at + p.nw],
         );
         for (((px, r), g), b) in row.chunks_exact(3).zip(r).zip(g).zip(b) {
-            *r = lut[px[0] as usize];
-            *g = lut[px[1] as usize];
-            *b = lut[px[2] as usize];
+            r.write(lut[px[0] as usize]);
+            g.write(lut[px[1] as usize]);
+            b.write(lut[px[2] as usize]);
         }
     });
 }

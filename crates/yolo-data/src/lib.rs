@@ -33,6 +33,7 @@ mod loader;
 mod resize;
 mod synth;
 mod true_boxes;
+mod uninit;
 mod voc;
 
 pub use anchors::{parse_anchors, read_anchors, write_anchors, Anchors};

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchors::Anchors;
 use crate::annotation::{Annotation, BoxLabel};
-use crate::augment::{get_random_data_into, AugmentConfig};
+use crate::augment::{get_random_data_uninit, AugmentConfig};
 use crate::error::DataError;
 use crate::image_io::load_rgb;
 use crate::input_shape::InputShape;
@@ -239,8 +239,10 @@ impl Inner {
         // images are squeezed out afterwards.
         let (h, w) = (cfg.input.h, cfg.input.w);
         let size = 3 * h * w;
-        let mut pixels = vec![0f32; jobs.len() * size];
-        let results: Vec<Result<Vec<BoxLabel>, (PathBuf, String)>> = pixels
+        // Not zero-filled: each sample writes every value of its slice exactly once.
+        let mut pixels: Vec<f32> = Vec::with_capacity(jobs.len() * size);
+        let buf = &mut pixels.spare_capacity_mut()[..jobs.len() * size];
+        let results: Vec<Result<Vec<BoxLabel>, (PathBuf, String)>> = buf
             .par_chunks_mut(size)
             .zip(jobs.par_iter())
             .map(|(out, &(s, idx))| {
@@ -248,7 +250,7 @@ impl Inner {
                 let image = load_rgb(&ann.path).map_err(|e| (ann.path.clone(), e.to_string()))?;
                 let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
                 rng.set_stream(s);
-                Ok(get_random_data_into(
+                Ok(get_random_data_uninit(
                     &image,
                     &ann.boxes,
                     cfg.input,
@@ -268,7 +270,7 @@ impl Inner {
                 Ok(b) => {
                     let m = paths.len();
                     if m != k {
-                        pixels.copy_within(k * size..(k + 1) * size, m * size);
+                        buf.copy_within(k * size..(k + 1) * size, m * size);
                     }
                     boxes.push(b);
                     paths.push(self.annotations[*idx].path.clone());
@@ -276,7 +278,9 @@ impl Inner {
                 Err(skip) => skipped.push(skip),
             }
         }
-        pixels.truncate(paths.len() * size);
+        // SAFETY: the first `paths.len()` slices were written in full by successful samples
+        // (moved down over the slices of skipped ones), and lie within the capacity.
+        unsafe { pixels.set_len(paths.len() * size) };
         let m = paths.len();
         let images = Tensor::from_vec(pixels, (m, 3, h, w), &Device::Cpu)?;
         let y_true = preprocess_true_boxes(&boxes, cfg.input, &self.anchors, self.num_classes)
