@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long)]
     pub frozen_lr: Option<f64>,
     /// Smallest and largest object side as fractions of the image side, e.g. `0.125,0.375`.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub object_size: Option<Vec<f64>>,
     /// No progress bars.
     #[arg(long)]
@@ -89,7 +89,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         d.frozen_lr = lr;
     }
     if let Some(o) = a.object_size {
-        d.object_size = [o[0], o[1]];
+        let [lo, hi] = o[..] else {
+            anyhow::bail!("--object-size takes two fractions, MIN,MAX; got {o:?}");
+        };
+        d.object_size = [lo, hi];
     }
     let r = run_demo(&d, |m| eprintln!("{m}"))?;
     let run = r.run_dir.display();
