@@ -308,10 +308,12 @@ fn horizontal_transposed(
 }
 
 /// AVX2 horizontal pass straight from the interleaved source, 8 rows at a time. Each source
-/// pixel column the window reads is gathered once (one 4-byte gather over the 8 rows: R, G, B and
-/// one byte of the next pixel, ignored) and split into three 8-lane i32 vectors, one per channel;
+/// pixel column the window reads is turned once into three 8-lane i32 vectors (its 8 rows), one
+/// per channel: 8 columns at a time by a byte transpose, the last few by a 4-byte gather (R, G, B
+/// and one byte of the next pixel, ignored);
 /// every output pixel is then, per channel, `2^21 + sum_t column[start + t] * weight[t]` over
-/// plain vector loads, clamped to `0..=255` and written to the 8 rows. A last block with fewer
+/// plain vector loads, clamped to `0..=255`; groups of 8 output pixels are transposed back to
+/// rows and stored 24 bytes per row. A last block with fewer
 /// than 8 rows, or whose gather would read past the end of `src`, is first copied into a padded
 /// buffer. Writes `mid` (`rows` lines of `mid.len() / rows` bytes).
 ///
@@ -349,6 +351,14 @@ unsafe fn horizontal_avx2(
     let byte = _mm256_set1_epi32(0xff);
     let zero = _mm256_setzero_si256();
     let max = _mm256_set1_epi32(255);
+    let pack = _mm256_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
+        14, -1, -1, -1, -1,
+    );
+    let rg_lo = _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1);
+    let rg_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, 0, 3, 6);
+    let b_lo = _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    let b_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1);
     let mut padded: Vec<u8> = Vec::new();
     let mut r = 0;
     while r < rows {
@@ -363,42 +373,125 @@ unsafe fn horizontal_avx2(
             padded.resize(8 * stride_in + 1, 0);
             padded.as_ptr()
         };
-        for (x, c) in cols.chunks_exact_mut(3).enumerate() {
+        // Columns 8 at a time: load each row's 24 bytes, split them into R, G, B bytes and
+        // transpose 8 rows x 8 columns of bytes, so that each column's 8 rows become one vector.
+        let mut x = 0;
+        while x + 8 <= ncols {
+            let mut rg = [_mm_setzero_si128(); 8];
+            let mut bb = [_mm_setzero_si128(); 8];
+            for j in 0..8 {
+                let p = base.add(j * stride_in + (col_lo + x) * 3);
+                let lo = _mm_loadu_si128(p as *const __m128i);
+                let hi = _mm_loadl_epi64(p.add(16) as *const __m128i);
+                rg[j] = _mm_or_si128(_mm_shuffle_epi8(lo, rg_lo), _mm_shuffle_epi8(hi, rg_hi));
+                bb[j] = _mm_or_si128(_mm_shuffle_epi8(lo, b_lo), _mm_shuffle_epi8(hi, b_hi));
+            }
+            // Byte transpose: 8 lines of 8 bytes (row j: columns 0..8) into 4 registers holding
+            // two columns each (8 bytes: rows 0..8).
+            let transpose = |l: [__m128i; 4]| {
+                let b0 = _mm_unpacklo_epi16(l[0], l[1]);
+                let b1 = _mm_unpackhi_epi16(l[0], l[1]);
+                let b2 = _mm_unpacklo_epi16(l[2], l[3]);
+                let b3 = _mm_unpackhi_epi16(l[2], l[3]);
+                [
+                    _mm_unpacklo_epi32(b0, b2),
+                    _mm_unpackhi_epi32(b0, b2),
+                    _mm_unpacklo_epi32(b1, b3),
+                    _mm_unpackhi_epi32(b1, b3),
+                ]
+            };
+            let pairs = |f: fn(__m128i, __m128i) -> __m128i, l: &[__m128i; 8]| {
+                [f(l[0], l[1]), f(l[2], l[3]), f(l[4], l[5]), f(l[6], l[7])]
+            };
+            let red = transpose(pairs(_mm_unpacklo_epi8, &rg));
+            let green = transpose(pairs(_mm_unpackhi_epi8, &rg));
+            let blue = transpose(pairs(_mm_unpacklo_epi8, &bb));
+            for (ch, two) in [red, green, blue].iter().enumerate() {
+                for (m, &v) in two.iter().enumerate() {
+                    cols[(x + 2 * m) * 3 + ch] = _mm256_cvtepu8_epi32(v);
+                    cols[(x + 2 * m + 1) * 3 + ch] = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v, v));
+                }
+            }
+            x += 8;
+        }
+        for (x, c) in cols.chunks_exact_mut(3).enumerate().skip(x) {
             let p = base.add((col_lo + x) * 3) as *const i32;
             let v = _mm256_i32gather_epi32::<1>(p, offs);
             c[0] = _mm256_and_si256(v, byte);
             c[1] = _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte);
             c[2] = _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte);
         }
-        for i in 0..ww {
-            let o = x0 + i;
-            let (mut ar, mut ag, mut ab) = (half, half, half);
-            let first = &cols[(t.start[o] - col_lo) * 3..];
-            for (c, &k) in first.chunks_exact(3).zip(t.weights(o)) {
-                let kv = _mm256_set1_epi32(k);
-                ar = _mm256_add_epi32(ar, _mm256_mullo_epi32(c[0], kv));
-                ag = _mm256_add_epi32(ag, _mm256_mullo_epi32(c[1], kv));
-                ab = _mm256_add_epi32(ab, _mm256_mullo_epi32(c[2], kv));
+        let mut i0 = 0;
+        while i0 < ww {
+            let count = (ww - i0).min(8);
+            // px[k] lane j = output pixel i0 + k of row r + j, as the bytes R, G, B, 0.
+            let mut px = [zero; 8];
+            for (k, pk) in px.iter_mut().enumerate().take(count) {
+                let o = x0 + i0 + k;
+                let (mut ar, mut ag, mut ab) = (half, half, half);
+                let first = &cols[(t.start[o] - col_lo) * 3..];
+                for (c, &w) in first.chunks_exact(3).zip(t.weights(o)) {
+                    let kv = _mm256_set1_epi32(w);
+                    ar = _mm256_add_epi32(ar, _mm256_mullo_epi32(c[0], kv));
+                    ag = _mm256_add_epi32(ag, _mm256_mullo_epi32(c[1], kv));
+                    ab = _mm256_add_epi32(ab, _mm256_mullo_epi32(c[2], kv));
+                }
+                let clamp =
+                    |a| _mm256_min_epi32(_mm256_max_epi32(_mm256_srai_epi32::<22>(a), zero), max);
+                *pk = _mm256_or_si256(
+                    _mm256_or_si256(clamp(ar), _mm256_slli_epi32::<8>(clamp(ag))),
+                    _mm256_slli_epi32::<16>(clamp(ab)),
+                );
             }
-            let clamp =
-                |a| _mm256_min_epi32(_mm256_max_epi32(_mm256_srai_epi32::<22>(a), zero), max);
-            // Lane j = row j's pixel as the bytes R, G, B, 0.
-            let px = _mm256_or_si256(
-                _mm256_or_si256(clamp(ar), _mm256_slli_epi32::<8>(clamp(ag))),
-                _mm256_slli_epi32::<16>(clamp(ab)),
-            );
-            let mut lanes = [0u32; 8];
-            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, px);
-            for (j, &v) in lanes.iter().enumerate().take(valid) {
-                let at = (r + j) * stride_mid + i * 3;
-                if i + 1 < ww {
-                    // The 4th byte lands on the next pixel's R, which is written after this one.
-                    let dst = &mut mid[at..at + 4];
-                    dst.copy_from_slice(&v.to_le_bytes());
+            // 8x8 transpose of 32-bit values: rows[j] lane k = output pixel i0 + k of row r + j.
+            let t0 = _mm256_unpacklo_epi32(px[0], px[1]);
+            let t1 = _mm256_unpackhi_epi32(px[0], px[1]);
+            let t2 = _mm256_unpacklo_epi32(px[2], px[3]);
+            let t3 = _mm256_unpackhi_epi32(px[2], px[3]);
+            let t4 = _mm256_unpacklo_epi32(px[4], px[5]);
+            let t5 = _mm256_unpackhi_epi32(px[4], px[5]);
+            let t6 = _mm256_unpacklo_epi32(px[6], px[7]);
+            let t7 = _mm256_unpackhi_epi32(px[6], px[7]);
+            let u0 = _mm256_unpacklo_epi64(t0, t2);
+            let u1 = _mm256_unpackhi_epi64(t0, t2);
+            let u2 = _mm256_unpacklo_epi64(t1, t3);
+            let u3 = _mm256_unpackhi_epi64(t1, t3);
+            let u4 = _mm256_unpacklo_epi64(t4, t6);
+            let u5 = _mm256_unpackhi_epi64(t4, t6);
+            let u6 = _mm256_unpacklo_epi64(t5, t7);
+            let u7 = _mm256_unpackhi_epi64(t5, t7);
+            let rows8 = [
+                _mm256_permute2x128_si256::<0x20>(u0, u4),
+                _mm256_permute2x128_si256::<0x20>(u1, u5),
+                _mm256_permute2x128_si256::<0x20>(u2, u6),
+                _mm256_permute2x128_si256::<0x20>(u3, u7),
+                _mm256_permute2x128_si256::<0x31>(u0, u4),
+                _mm256_permute2x128_si256::<0x31>(u1, u5),
+                _mm256_permute2x128_si256::<0x31>(u2, u6),
+                _mm256_permute2x128_si256::<0x31>(u3, u7),
+            ];
+            for (j, &row) in rows8.iter().enumerate().take(valid) {
+                // Drop the zero bytes: each 128-bit half holds 4 pixels in its first 12 bytes.
+                let packed = _mm256_shuffle_epi8(row, pack);
+                let at = (r + j) * stride_mid + i0 * 3;
+                if count == 8 {
+                    let dst = &mut mid[at..at + 24];
+                    let lo = _mm256_castsi256_si128(packed);
+                    let hi = _mm256_extracti128_si256::<1>(packed);
+                    _mm_storel_epi64(dst.as_mut_ptr() as *mut __m128i, lo);
+                    dst[8..12].copy_from_slice(&_mm_extract_epi32::<2>(lo).to_le_bytes());
+                    _mm_storel_epi64(dst.as_mut_ptr().add(12) as *mut __m128i, hi);
+                    dst[20..24].copy_from_slice(&_mm_extract_epi32::<2>(hi).to_le_bytes());
                 } else {
-                    mid[at..at + 3].copy_from_slice(&v.to_le_bytes()[..3]);
+                    let mut bytes = [0u8; 32];
+                    _mm256_storeu_si256(bytes.as_mut_ptr() as *mut __m256i, packed);
+                    let n_lo = count.min(4) * 3;
+                    mid[at..at + n_lo].copy_from_slice(&bytes[..n_lo]);
+                    let n_hi = count * 3 - n_lo;
+                    mid[at + n_lo..at + n_lo + n_hi].copy_from_slice(&bytes[16..16 + n_hi]);
                 }
             }
+            i0 += count;
         }
         r += valid;
     }
