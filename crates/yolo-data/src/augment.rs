@@ -227,7 +227,7 @@ pub fn augment_with_params(
 ///
 /// The canvas outside the pasted window gets the distorted grey, the window gets the resized
 /// rows streamed from [`resize_region_rows`], distorted straight into the three planes (mirrored
-/// rows are reversed first), so every value is written once.
+/// rows stored right to left), so every value is written once.
 ///
 /// # Panics
 /// When `out.len() != 3 * input.h * input.w`.
@@ -294,26 +294,14 @@ pub(crate) fn augment_with_params_uninit(
     if visible {
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
-        let mut reversed = if p.flip {
-            vec![0u8; 3 * pw]
-        } else {
-            Vec::new()
-        };
         resize_region_rows(image, p.nw, p.nh, win, |ry, row| {
             let at = (cy0 + ry) * w + start;
-            let px = if p.flip {
-                for (d, s) in reversed.chunks_exact_mut(3).zip(row.chunks_exact(3).rev()) {
-                    d.copy_from_slice(s);
-                }
-                &reversed[..]
-            } else {
-                row
-            };
             hsv.apply_row(
-                px,
+                row,
                 &mut r_plane[at..at + pw],
                 &mut g_plane[at..at + pw],
                 &mut b_plane[at..at + pw],
+                p.flip,
             );
         });
     }
@@ -427,22 +415,24 @@ impl Hsv {
         [r, g, b]
     }
 
-    /// A row of interleaved RGB pixels (`3n` bytes) into the planar rows `r`, `g`, `b` (`n` each).
+    /// A row of interleaved RGB pixels (`3n` bytes) into the planar rows `r`, `g`, `b` (`n` each),
+    /// mirrored (pixel `k` to position `n - 1 - k`) when `flip`.
     fn apply_row(
         &self,
         px: &[u8],
         r: &mut [MaybeUninit<f32>],
         g: &mut [MaybeUninit<f32>],
         b: &mut [MaybeUninit<f32>],
+        flip: bool,
     ) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is available, checked just above.
-                return unsafe { self.apply_row_avx2(px, r, g, b) };
+                return unsafe { self.apply_row_avx2(px, r, g, b, flip) };
             }
         }
-        self.apply_row_impl(px, r, g, b)
+        self.apply_row_impl(px, r, g, b, flip)
     }
 
     /// AVX2 version of [`Hsv::apply`] over 8 pixels at a time: the same f32 operations in the
@@ -459,6 +449,7 @@ impl Hsv {
         r: &mut [MaybeUninit<f32>],
         g: &mut [MaybeUninit<f32>],
         b: &mut [MaybeUninit<f32>],
+        flip: bool,
     ) {
         use std::arch::x86_64::*;
         let n = (px.len() / 3).min(r.len()).min(g.len()).min(b.len());
@@ -489,6 +480,7 @@ impl Hsv {
         };
         // `if c { a } else { b }`.
         let sel = |c: __m256, a: __m256, b: __m256| _mm256_blendv_ps(b, a, c);
+        let reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
         let unit = |v: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), inv255);
         let mut k = 0;
         while k + 8 <= n {
@@ -562,12 +554,28 @@ impl Hsv {
             let out_r = sel(i1, q, sel(or(i2, i3), pp, sel(i4, t, v)));
             let out_g = sel(or(i1, i2), v, sel(i3, q, sel(or(i4, i5), pp, t)));
             let out_b = sel(or(i3, i4), v, sel(i2, t, sel(i5, q, pp)));
-            _mm256_storeu_ps(r.as_mut_ptr().add(k) as *mut f32, out_r);
-            _mm256_storeu_ps(g.as_mut_ptr().add(k) as *mut f32, out_g);
-            _mm256_storeu_ps(b.as_mut_ptr().add(k) as *mut f32, out_b);
+            let (at, out) = if flip {
+                (
+                    n - 8 - k,
+                    [out_r, out_g, out_b].map(|v| _mm256_permutevar8x32_ps(v, reverse)),
+                )
+            } else {
+                (k, [out_r, out_g, out_b])
+            };
+            _mm256_storeu_ps(r.as_mut_ptr().add(at) as *mut f32, out[0]);
+            _mm256_storeu_ps(g.as_mut_ptr().add(at) as *mut f32, out[1]);
+            _mm256_storeu_ps(b.as_mut_ptr().add(at) as *mut f32, out[2]);
             k += 8;
         }
-        self.apply_row_impl(&px[3 * k..3 * n], &mut r[k..n], &mut g[k..n], &mut b[k..n]);
+        // The last n - k pixels go to the end of the row, or mirrored to its start.
+        let tail = if flip { 0..n - k } else { k..n };
+        self.apply_row_impl(
+            &px[3 * k..3 * n],
+            &mut r[tail.clone()],
+            &mut g[tail.clone()],
+            &mut b[tail],
+            flip,
+        );
     }
 
     #[inline(always)]
@@ -577,12 +585,15 @@ impl Hsv {
         r: &mut [MaybeUninit<f32>],
         g: &mut [MaybeUninit<f32>],
         b: &mut [MaybeUninit<f32>],
+        flip: bool,
     ) {
-        for (((p, r), g), b) in px.chunks_exact(3).zip(r).zip(g).zip(b) {
+        let n = px.len() / 3;
+        for (k, p) in px.chunks_exact(3).enumerate() {
+            let at = if flip { n - 1 - k } else { k };
             let [x, y, z] = self.apply(p[0], p[1], p[2]);
-            r.write(x);
-            g.write(y);
-            b.write(z);
+            r[at].write(x);
+            g[at].write(y);
+            b[at].write(z);
         }
     }
 }
@@ -746,7 +757,7 @@ mod tests {
         let mut out = vec![0f32; 3 * 517];
         let (r, rest) = out.split_at_mut(517);
         let (g, b) = rest.split_at_mut(517);
-        hsv.apply_row(&px, as_uninit(r), as_uninit(g), as_uninit(b));
+        hsv.apply_row(&px, as_uninit(r), as_uninit(g), as_uninit(b), false);
         for (k, p) in px.chunks_exact(3).enumerate() {
             let one = hsv.apply(p[0], p[1], p[2]);
             let row = [out[k], out[517 + k], out[2 * 517 + k]];
@@ -786,14 +797,17 @@ mod tests {
             (1.0, 2.0, 0.0),
         ] {
             let hsv = Hsv::new(hue, sat, val);
-            let mut out = vec![f32::NAN; 3 * n];
-            let (r, rest) = out.split_at_mut(n);
-            let (g, b) = rest.split_at_mut(n);
-            hsv.apply_row(&px, as_uninit(r), as_uninit(g), as_uninit(b));
-            for (k, p) in px.chunks_exact(3).enumerate() {
-                let want = hsv.apply(p[0], p[1], p[2]).map(f32::to_bits);
-                let got = [r[k], g[k], b[k]].map(f32::to_bits);
-                assert_eq!(got, want, "pixel {p:?} with {hue} {sat} {val}");
+            for flip in [false, true] {
+                let mut out = vec![f32::NAN; 3 * n];
+                let (r, rest) = out.split_at_mut(n);
+                let (g, b) = rest.split_at_mut(n);
+                hsv.apply_row(&px, as_uninit(r), as_uninit(g), as_uninit(b), flip);
+                for (k, p) in px.chunks_exact(3).enumerate() {
+                    let at = if flip { n - 1 - k } else { k };
+                    let want = hsv.apply(p[0], p[1], p[2]).map(f32::to_bits);
+                    let got = [r[at], g[at], b[at]].map(f32::to_bits);
+                    assert_eq!(got, want, "pixel {p:?} with {hue} {sat} {val}, flip {flip}");
+                }
             }
         }
     }
