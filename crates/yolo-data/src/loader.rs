@@ -299,8 +299,9 @@ impl Inner {
                 }
                 other => other,
             })?
-            .iter()
-            .map(|y| y.to_tensor(&Device::Cpu))
+            .into_iter()
+            // Moved into the tensors, not copied (4 MB per batch of 16 at 416x416).
+            .map(|y| Tensor::from_vec(y.data, y.shape.to_vec(), &Device::Cpu))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Batch {
             images,
