@@ -437,7 +437,8 @@ impl Hsv {
 
     /// AVX2 version of [`Hsv::apply`] over 8 pixels at a time: the same f32 operations in the
     /// same order (no FMA contraction, true divisions, selects as blends), so every value is
-    /// bit-identical to the scalar function, which does the last `n % 8` pixels.
+    /// bit-identical to the scalar function, which does the last `n % 8` pixels (for finite
+    /// hue, saturation and value factors: a NaN would truncate to another hue sector).
     ///
     /// # Safety
     /// AVX2 must be available.
@@ -473,11 +474,10 @@ impl Hsv {
             _mm256_set1_ps(self.sat),
             _mm256_set1_ps(self.val),
         );
-        // f32::clamp(x, 0, 1) exactly: x < 0 gives 0, x > 1 gives 1, anything else stays.
-        let clamp01 = |x: __m256| {
-            let x = _mm256_blendv_ps(x, zero, _mm256_cmp_ps::<_CMP_LT_OQ>(x, zero));
-            _mm256_blendv_ps(x, one, _mm256_cmp_ps::<_CMP_GT_OQ>(x, one))
-        };
+        // f32::clamp(x, 0, 1) exactly: x < 0 gives 0, x > 1 gives 1, anything else (-0.0 and
+        // NaN included) stays. max_ps(a, b) is `a > b ? a : b` and min_ps(a, b) `a < b ? a : b`,
+        // so with the constant first they are those two tests.
+        let clamp01 = |x: __m256| _mm256_min_ps(one, _mm256_max_ps(zero, x));
         // `if c { a } else { b }`.
         let sel = |c: __m256, a: __m256, b: __m256| _mm256_blendv_ps(b, a, c);
         let reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
