@@ -10,9 +10,21 @@
 //! Targets: augmentation within 2x of plain decoding, and >= 160 images/s on 2 cores (10x one
 //! keras-yolo3 Python process, about 16 images/s).
 //!
-//! Measured once (dev profile, yolo-data at opt-level 3, 2-core dev machine with a load average
-//! of ~7 from parallel builds, so absolute figures are pessimistic): jpeg_decode 152 images/s,
-//! letterbox 64, augment 76 (2.0x the decode time), augment_single_thread 101 images/s.
+//! Measured 2026-11-28 with `cargo bench -p yolov3 --profile dev --bench data_pipeline` (yolo-data
+//! at opt-level 3, 2-core AMD EPYC shared with a training run, load average ~3.5, so only ratios
+//! within one run mean anything), ms per batch of 16:
+//! - before the issue-2 speed work (da1c516): jpeg_decode 34.7, letterbox 79.6 (2.29x the decode
+//!   time), augment 87.0 (2.50x); the same code measured idle in release this morning: 15.2,
+//!   43.5 (2.86x), 44.5 (2.92x), augment_single_thread 4.82 ms per image;
+//! - after (samples written in place into the batch buffer, border-only fills, streamed resize
+//!   rows, gather-free AVX2 horizontal pass, hand-vectorised HSV and u8->f32): two runs gave
+//!   jpeg_decode 37.0 / 31.0, letterbox 47.8 / 52.7 (1.29x / 1.70x), augment 63.9 / 52.2
+//!   (1.73x / 1.69x), augment_single_thread 2.95 / 3.21 ms per image.
+//!
+//! Because wall times on a loaded machine are noisy, the ratio was also checked as CPU time
+//! with perf (`perf record` on `--bench --profile-time 6 <name>`, share of `zune_jpeg` samples in
+//! jpeg_decode divided by its share in the other bench): 2.59 (augment) and 2.62 (letterbox)
+//! before, about 1.7 and 1.6 after.
 //!
 //! Run: `cargo bench -p yolov3 --bench data_pipeline` (yolo-data is built at opt-level 3 in the dev
 //! profile too, so `--profile dev` gives representative figures). Skips when
