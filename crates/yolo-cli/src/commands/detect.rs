@@ -59,6 +59,25 @@ pub(crate) struct LoadedModel {
     pub device: Device,
 }
 
+impl LoadedModel {
+    /// The [`Detector`] running this network at `input` with `params`.
+    pub(crate) fn detector(
+        &self,
+        input: InputShape,
+        params: EvalParams,
+    ) -> Detector<impl Fn(&candle_core::Tensor) -> candle_core::Result<Vec<candle_core::Tensor>> + '_>
+    {
+        Detector {
+            forward: |x: &candle_core::Tensor| self.body.forward(x),
+            anchors: self.anchors.clone(),
+            num_classes: self.classes.len(),
+            input,
+            params,
+            device: self.device.clone(),
+        }
+    }
+}
+
 /// Reads classes and anchors files and builds the network (see [`build_model`]).
 pub(crate) fn load_model(
     weights: &Path,
@@ -164,18 +183,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let images = collect_images(&args.images)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
-    let detector = Detector {
-        forward: |x: &candle_core::Tensor| model.body.forward(x),
-        anchors: model.anchors.clone(),
-        num_classes: model.classes.len(),
+    let detector = model.detector(
         input,
-        params: EvalParams {
+        EvalParams {
             score_threshold: args.score,
             iou_threshold: args.iou,
             max_boxes: args.max_boxes,
         },
-        device: model.device.clone(),
-    };
+    );
     let mut results = Vec::with_capacity(images.len());
     let mut used_names = std::collections::HashSet::new();
     for chunk in images.chunks(args.batch_size.max(1)) {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use yolo_data::InputShape;
 use yolo_eval::{
-    draw_pr_curve, evaluate_map, read_coco_results, read_ground_truth, save_png, Detector,
-    EvalParams, MapReport,
+    draw_pr_curve, evaluate_map, read_coco_results, read_ground_truth, save_png, EvalParams,
+    MapReport,
 };
 
 /// Options of `yolo eval`.
@@ -92,18 +92,14 @@ fn evaluate_model(
     source: &std::path::Path,
     input: InputShape,
 ) -> anyhow::Result<MapReport> {
-    let detector = Detector {
-        forward: |x: &candle_core::Tensor| model.body.forward(x),
-        anchors: model.anchors.clone(),
-        num_classes: model.classes.len(),
+    let detector = model.detector(
         input,
-        params: EvalParams {
+        EvalParams {
             score_threshold: args.score,
             iou_threshold: args.iou,
             max_boxes: args.max_boxes,
         },
-        device: model.device.clone(),
-    };
+    );
     Ok(evaluate_map(
         annotations,
         &model.classes,
