@@ -1,22 +1,10 @@
 //! `yolo check-data` run as the built binary: the report on stdout, exit status 1 on errors,
 //! 0 on a clean file (duplicates are warnings).
 
+mod common;
+
+use common::{s, yolo};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn yolo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yolo"))
-        .args(args)
-        // anyhow appends a backtrace to the printed error when these are set.
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .output()
-        .expect("run yolo")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A folder with a good 40x30 PNG, the same file cut in half, and an empty file.
 fn images(dir: &Path) {

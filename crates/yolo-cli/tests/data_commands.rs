@@ -1,16 +1,11 @@
 //! `yolo synth`, `yolo voc2txt`, `yolo coco2txt` and `yolo anchors` run as the built binary.
 
+mod common;
+
+use common::yolo;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use yolo_testutil::shared_path;
-
-fn yolo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yolo"))
-        .args(args)
-        .output()
-        .expect("run yolo")
-}
 
 fn ok(args: &[&str]) -> String {
     let out = yolo(args);

@@ -1,22 +1,9 @@
 //! `yolo train` on an annotation file with errors, as the built binary: it stops before training
 //! with `yolo check-data`'s report and exit status 1; `--skip-bad` is a config setting.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn yolo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yolo"))
-        .args(args)
-        // anyhow appends a backtrace to the printed error when these are set.
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .output()
-        .expect("run yolo")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{s, yolo};
 
 #[test]
 fn train_stops_with_the_check_data_report_and_skip_bad_sets_the_config() {
