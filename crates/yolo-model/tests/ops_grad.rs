@@ -45,6 +45,10 @@ const CONV_CASES: &[ConvCase] = &[
     // Large im2col (k = 4608 rows): the per-image path splits these into several row blocks.
     (3, 512, 2, 30, 20, 3, 1, 1),
     (3, 512, 3, 50, 40, 3, 2, 1),
+    // Wide 3x3 stride-1 convolutions with at least 256 2x2 tiles take the Winograd F(2x2, 3x3)
+    // path (even and odd sizes, batch 1 and 3).
+    (1, 64, 64, 32, 32, 3, 1, 1),
+    (3, 64, 66, 19, 17, 3, 1, 1),
 ];
 
 /// `sum(conv(x, w) * r)` with its gradients through `conv`.

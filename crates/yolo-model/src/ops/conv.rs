@@ -1,6 +1,7 @@
 //! 2-D convolution as im2col + GEMM on CPU, with a hand-written backward whose two halves are
 //! GEMMs too: the kernel gradient is `grad · im2col(x)ᵀ` and the input gradient is
-//! `col2im(Wᵀ · grad)`. 1x1 stride-1 unpadded convolutions skip im2col/col2im entirely.
+//! `col2im(Wᵀ · grad)`. 1x1 stride-1 unpadded convolutions skip im2col/col2im entirely, and wide
+//! 3x3 stride-1 ones go through Winograd F(2x2, 3x3) instead (`winograd.rs`).
 //!
 //! candle 0.11 computes the input gradient with a direct-loop `conv_transpose2d`, which made it
 //! the bulk of a CPU training step (issue 7).
@@ -10,6 +11,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, sgemm_seq, MatMut, MatRef};
 use super::storage::contiguous_f32;
+use super::winograd;
 
 /// Sizes of one convolution, NCHW input, OIHW kernel, symmetric zero padding, no dilation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,8 +242,35 @@ fn row_blocks(g: &ConvGeom) -> impl Iterator<Item = (usize, usize)> {
     (0..oh.div_ceil(rows)).map(move |i| (i * rows, ((i + 1) * rows).min(oh)))
 }
 
-/// Forward: `out[b] = W (c_out x k) · im2col(x[b])`.
+/// Forward: Winograd for wide 3x3 stride-1 convolutions, im2col + GEMM otherwise.
 pub(crate) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+    if winograd::applies(g) {
+        winograd::forward(g, x, w)
+    } else {
+        gemm_forward(g, x, w)
+    }
+}
+
+/// Input gradient, by the same rule as [`conv_forward`].
+pub(crate) fn conv_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+    if winograd::applies(g) {
+        winograd::input_grad(g, grad, w)
+    } else {
+        gemm_input_grad(g, grad, w)
+    }
+}
+
+/// Kernel gradient, by the same rule as [`conv_forward`].
+pub(crate) fn conv_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<Vec<f32>> {
+    if winograd::applies(g) {
+        winograd::kernel_grad(g, x, grad)
+    } else {
+        gemm_kernel_grad(g, x, grad)
+    }
+}
+
+/// Forward by im2col: `out[b] = W (c_out x k) · im2col(x[b])`.
+pub(crate) fn gemm_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
     let mut out = vec![0f32; g.b * g.c_out * ohw];
     let wm = MatRef::row_major(w, k);
@@ -299,8 +328,8 @@ pub(crate) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
     Ok(out)
 }
 
-/// Input gradient: `dx[b] = col2im(Wᵀ (k x c_out) · grad[b])`.
-pub(crate) fn conv_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+/// Input gradient by col2im: `dx[b] = col2im(Wᵀ (k x c_out) · grad[b])`.
+pub(crate) fn gemm_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
     let mut dx = vec![0f32; g.b * g.c_in * hw];
     let wt = MatRef::transposed(w, k);
@@ -358,8 +387,8 @@ pub(crate) fn conv_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<V
     Ok(dx)
 }
 
-/// Kernel gradient: `dW = Σ_b grad[b] (c_out x ohw) · im2col(x[b])ᵀ`.
-pub(crate) fn conv_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<Vec<f32>> {
+/// Kernel gradient by im2col: `dW = Σ_b grad[b] (c_out x ohw) · im2col(x[b])ᵀ`.
+pub(crate) fn gemm_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<Vec<f32>> {
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
     if per_image_threads(g) {
         let partials = (0..g.b)

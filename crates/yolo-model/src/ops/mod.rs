@@ -9,6 +9,7 @@ mod conv;
 mod gemm;
 mod leaky;
 mod storage;
+mod winograd;
 
 use std::sync::{Arc, Mutex};
 
@@ -26,8 +27,9 @@ fn fast_cpu(t: &Tensor) -> bool {
 /// 'valid'; on even input sizes that equals padding 1 on every side, since the extra bottom/right
 /// row and column are never read.
 ///
-/// On CPU f32 this is im2col + GEMM with a GEMM-based backward (see `conv.rs`); elsewhere it is
-/// candle's `conv2d`.
+/// On CPU f32 this is im2col + GEMM with a GEMM-based backward (see `conv.rs`), or Winograd
+/// F(2x2, 3x3) for wide 3x3 stride-1 convolutions (`winograd.rs`); elsewhere it is candle's
+/// `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     if fast_cpu(x) && fast_cpu(w) {
         x.contiguous()?.apply_op2(
@@ -40,6 +42,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     } else {
         x.conv2d(w, padding, stride, 1, 1)
     }
+}
+
+/// Turns the Winograd F(2x2, 3x3) convolutions on or off for the whole process; they are on unless
+/// the environment sets `YOLO_NO_WINOGRAD=1`. Off, every CPU convolution is im2col + GEMM, which
+/// benchmarks use to compare the two in one run. Results agree to float rounding either way.
+pub fn set_winograd(enabled: bool) {
+    winograd::set_enabled(enabled);
 }
 
 /// Leaky ReLU `max(x, slope * x)` for `0 < slope < 1` (darknet and keras-yolo3 use 0.1).
