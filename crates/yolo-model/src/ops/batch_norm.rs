@@ -177,8 +177,10 @@ impl CustomOp3 for BnLeakyTrainOp {
     }
 }
 
-/// Splits `[dx, dgamma, dbeta]` packed in one buffer. The small gradients are copied out so that
-/// they do not keep the activation-sized buffer alive in the gradient store.
+/// Splits `[dx, dgamma, dbeta]` packed in one buffer. The small gradients are copied out into
+/// buffers of their own so that they do not keep the activation-sized buffer alive in the
+/// gradient store (`Tensor::copy` would not do: it clones the whole storage behind a view, which
+/// cost two activation-sized copies per layer).
 fn split_packed(
     packed: &Tensor,
     x: &Tensor,
@@ -186,9 +188,11 @@ fn split_packed(
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let (len, c) = (x.elem_count(), p.elem_count());
     let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
-    let dp = packed.narrow(0, len, c)?.copy()?.reshape(p.shape())?;
-    let dq = packed.narrow(0, len + c, c)?.copy()?.reshape(p.shape())?;
-    Ok((Some(dx), Some(dp), Some(dq)))
+    let small = |offset: usize| -> Result<Tensor> {
+        let v = packed.narrow(0, offset, c)?.to_vec1::<f32>()?;
+        Tensor::from_vec(v, p.shape(), p.device())
+    };
+    Ok((Some(dx), Some(small(len)?), Some(small(len + c)?)))
 }
 
 /// `(x, y, dy) -> [dx, dgamma, dbeta]` for the training-mode op; `params` holds mean, inv_std and
@@ -416,5 +420,44 @@ impl CustomOp3 for AffineLeakyGradOp {
             dp[c + i % c] += sdz as f32;
         }
         Ok((CpuStorage::F32(out), Shape::from(n * c * hw + 2 * c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Storage};
+
+    use super::*;
+
+    /// Number of f32 values in the buffer behind `t` (not just its view).
+    fn buffer_len(t: &Tensor) -> usize {
+        match &*t.storage_and_layout().0 {
+            Storage::Cpu(CpuStorage::F32(v)) => v.len(),
+            _ => panic!("expected f32 CPU storage"),
+        }
+    }
+
+    #[test]
+    fn split_packed_gives_parameter_gradients_buffers_of_their_own() {
+        let (n, c, hw) = (2, 3, 4);
+        let len = n * c * hw;
+        let dev = Device::Cpu;
+        let values: Vec<f32> = (0..len + 2 * c).map(|i| i as f32).collect();
+        let packed = Tensor::from_vec(values, len + 2 * c, &dev).unwrap();
+        let x = Tensor::zeros((n, c, 2, 2), candle_core::DType::F32, &dev).unwrap();
+        let p = Tensor::zeros(c, candle_core::DType::F32, &dev).unwrap();
+        let (dx, dp, dq) = split_packed(&packed, &x, &p).unwrap();
+        let (dx, dp, dq) = (dx.unwrap(), dp.unwrap(), dq.unwrap());
+        assert_eq!(dx.dims(), &[n, c, 2, 2]);
+        assert_eq!(
+            dx.flatten_all().unwrap().to_vec1::<f32>().unwrap()[len - 1],
+            23.0
+        );
+        assert_eq!(dp.to_vec1::<f32>().unwrap(), [24.0, 25.0, 26.0]);
+        assert_eq!(dq.to_vec1::<f32>().unwrap(), [27.0, 28.0, 29.0]);
+        // The small gradients must not hold (a copy of) the activation-sized buffer: they live in
+        // the gradient store until the optimizer has run.
+        assert_eq!(buffer_len(&dp), c);
+        assert_eq!(buffer_len(&dq), c);
     }
 }
