@@ -10,6 +10,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, sgemm_seq, MatMut, MatRef};
+use super::scratch::with_scratch;
 use super::storage::contiguous_f32;
 use super::winograd;
 
@@ -282,25 +283,28 @@ pub(crate) fn gemm_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
                     let xm = MatRef::row_major(xb, hw);
                     return sgemm_seq(g.c_out, ohw, k, wm, xm, MatMut { data: ob, rs: ohw }, false);
                 }
-                let mut col = vec![0f32; k * rows_per_block(g) * g.ow];
-                for (oy0, oy1) in row_blocks(g) {
-                    let ncols = (oy1 - oy0) * g.ow;
-                    let col = &mut col[..k * ncols];
-                    im2col_rows(xb, g, oy0, oy1, col);
-                    let dst = MatMut {
-                        data: &mut ob[oy0 * g.ow..],
-                        rs: ohw,
-                    };
-                    sgemm_seq(
-                        g.c_out,
-                        ncols,
-                        k,
-                        wm,
-                        MatRef::row_major(col, ncols),
-                        dst,
-                        false,
-                    )?;
-                }
+                // im2col or a non-accumulating GEMM writes all of `col` before it is read.
+                with_scratch(k * rows_per_block(g) * g.ow, 0, |col, _| -> Result<()> {
+                    for (oy0, oy1) in row_blocks(g) {
+                        let ncols = (oy1 - oy0) * g.ow;
+                        let col = &mut col[..k * ncols];
+                        im2col_rows(xb, g, oy0, oy1, col);
+                        let dst = MatMut {
+                            data: &mut ob[oy0 * g.ow..],
+                            rs: ohw,
+                        };
+                        sgemm_seq(
+                            g.c_out,
+                            ncols,
+                            k,
+                            wm,
+                            MatRef::row_major(col, ncols),
+                            dst,
+                            false,
+                        )?;
+                    }
+                    Ok(())
+                })?;
                 Ok(())
             })?;
     } else if g.pointwise() {
@@ -341,22 +345,25 @@ pub(crate) fn gemm_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<V
                     let gm = MatRef::row_major(gb, ohw);
                     return sgemm_seq(k, hw, g.c_out, wt, gm, MatMut { data: db, rs: hw }, false);
                 }
-                let mut col = vec![0f32; k * rows_per_block(g) * g.ow];
-                for (oy0, oy1) in row_blocks(g) {
-                    let ncols = (oy1 - oy0) * g.ow;
-                    let col = &mut col[..k * ncols];
-                    let gm = MatRef {
-                        data: &gb[oy0 * g.ow..],
-                        rs: ohw,
-                        cs: 1,
-                    };
-                    let dst = MatMut {
-                        data: &mut *col,
-                        rs: ncols,
-                    };
-                    sgemm_seq(k, ncols, g.c_out, wt, gm, dst, false)?;
-                    col2im_rows(col, g, oy0, oy1, db);
-                }
+                // im2col or a non-accumulating GEMM writes all of `col` before it is read.
+                with_scratch(k * rows_per_block(g) * g.ow, 0, |col, _| -> Result<()> {
+                    for (oy0, oy1) in row_blocks(g) {
+                        let ncols = (oy1 - oy0) * g.ow;
+                        let col = &mut col[..k * ncols];
+                        let gm = MatRef {
+                            data: &gb[oy0 * g.ow..],
+                            rs: ohw,
+                            cs: 1,
+                        };
+                        let dst = MatMut {
+                            data: &mut *col,
+                            rs: ncols,
+                        };
+                        sgemm_seq(k, ncols, g.c_out, wt, gm, dst, false)?;
+                        col2im_rows(col, g, oy0, oy1, db);
+                    }
+                    Ok(())
+                })?;
                 Ok(())
             })?;
     } else if g.pointwise() {
@@ -408,23 +415,26 @@ pub(crate) fn gemm_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<
                         sgemm_seq(g.c_out, k, ohw, gm, xt, dst, true)?;
                         return Ok(acc);
                     }
-                    let mut col = vec![0f32; k * rows_per_block(g) * g.ow];
-                    for (oy0, oy1) in row_blocks(g) {
-                        let ncols = (oy1 - oy0) * g.ow;
-                        let col = &mut col[..k * ncols];
-                        im2col_rows(xb, g, oy0, oy1, col);
-                        let gm = MatRef {
-                            data: &gb[oy0 * g.ow..],
-                            rs: ohw,
-                            cs: 1,
-                        };
-                        let ct = MatRef::transposed(col, ncols);
-                        let dst = MatMut {
-                            data: &mut acc,
-                            rs: k,
-                        };
-                        sgemm_seq(g.c_out, k, ncols, gm, ct, dst, true)?;
-                    }
+                    // im2col or a non-accumulating GEMM writes all of `col` before it is read.
+                    with_scratch(k * rows_per_block(g) * g.ow, 0, |col, _| -> Result<()> {
+                        for (oy0, oy1) in row_blocks(g) {
+                            let ncols = (oy1 - oy0) * g.ow;
+                            let col = &mut col[..k * ncols];
+                            im2col_rows(xb, g, oy0, oy1, col);
+                            let gm = MatRef {
+                                data: &gb[oy0 * g.ow..],
+                                rs: ohw,
+                                cs: 1,
+                            };
+                            let ct = MatRef::transposed(col, ncols);
+                            let dst = MatMut {
+                                data: &mut acc,
+                                rs: k,
+                            };
+                            sgemm_seq(g.c_out, k, ncols, gm, ct, dst, true)?;
+                        }
+                        Ok(())
+                    })?;
                     Ok(acc)
                 },
             )

@@ -8,6 +8,7 @@ mod batch_norm;
 mod conv;
 mod gemm;
 mod leaky;
+mod scratch;
 mod storage;
 mod winograd;
 

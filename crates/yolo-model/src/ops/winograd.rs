@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeom;
 use super::gemm::{sgemm_seq, MatMut, MatRef};
+use super::scratch::with_scratch;
 
 /// The 16 positions of a transformed 4x4 tile.
 const XI: usize = 16;
@@ -455,25 +456,27 @@ fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel<'_>) -> Resu
         .try_for_each(|i| -> Result<()> {
             let rr = t.block(i);
             let nt = (rr.1 - rr.0) * t.tw;
-            let mut v = vec![0f32; XI * c_in * nt];
-            with_avx2(|| input_transform(x, (c_in, h, w), &t, rr, &mut v));
-            let mut m = vec![0f32; XI * c_out * nt];
-            for xi in 0..XI {
-                sgemm_seq(
-                    c_out,
-                    nt,
-                    c_in,
-                    k.plane(xi),
-                    MatRef::row_major(&v[xi * c_in * nt..][..c_in * nt], nt),
-                    MatMut {
-                        data: &mut m[xi * c_out * nt..][..c_out * nt],
-                        rs: nt,
-                    },
-                    false,
-                )?;
-            }
-            // SAFETY: `ptr` covers the whole output, and block `i` alone owns tile rows `rr`.
-            with_avx2(|| unsafe { output_transform(&m, (c_out, h, w), &t, rr, ptr) });
+            // Both buffers are fully written (transform, then GEMMs without accumulation).
+            with_scratch(XI * c_in * nt, XI * c_out * nt, |v, m| -> Result<()> {
+                with_avx2(|| input_transform(x, (c_in, h, w), &t, rr, v));
+                for xi in 0..XI {
+                    sgemm_seq(
+                        c_out,
+                        nt,
+                        c_in,
+                        k.plane(xi),
+                        MatRef::row_major(&v[xi * c_in * nt..][..c_in * nt], nt),
+                        MatMut {
+                            data: &mut m[xi * c_out * nt..][..c_out * nt],
+                            rs: nt,
+                        },
+                        false,
+                    )?;
+                }
+                // SAFETY: `ptr` covers the whole output, and block `i` alone owns tile rows `rr`.
+                with_avx2(|| unsafe { output_transform(m, (c_out, h, w), &t, rr, ptr) });
+                Ok(())
+            })?;
             Ok(())
         })?;
     Ok(out)
@@ -523,24 +526,26 @@ pub(crate) fn kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<Vec<f
                 let mut acc = acc?;
                 let rr = t.block(i);
                 let nt = (rr.1 - rr.0) * t.tw;
-                let mut v = vec![0f32; XI * c_in * nt];
-                with_avx2(|| input_transform(x, (c_in, h, w), &t, rr, &mut v));
-                let mut gt = vec![0f32; XI * c_out * nt];
-                with_avx2(|| grad_transform(grad, (c_out, h, w), &t, rr, &mut gt));
-                for xi in 0..XI {
-                    sgemm_seq(
-                        c_out,
-                        c_in,
-                        nt,
-                        MatRef::row_major(&gt[xi * c_out * nt..][..c_out * nt], nt),
-                        MatRef::transposed(&v[xi * c_in * nt..][..c_in * nt], nt),
-                        MatMut {
-                            data: &mut acc[xi * plane..][..plane],
-                            rs: c_in,
-                        },
-                        true,
-                    )?;
-                }
+                // Both transforms write every element of their buffer.
+                with_scratch(XI * c_in * nt, XI * c_out * nt, |v, gt| -> Result<()> {
+                    with_avx2(|| input_transform(x, (c_in, h, w), &t, rr, v));
+                    with_avx2(|| grad_transform(grad, (c_out, h, w), &t, rr, gt));
+                    for xi in 0..XI {
+                        sgemm_seq(
+                            c_out,
+                            c_in,
+                            nt,
+                            MatRef::row_major(&gt[xi * c_out * nt..][..c_out * nt], nt),
+                            MatRef::transposed(&v[xi * c_in * nt..][..c_in * nt], nt),
+                            MatMut {
+                                data: &mut acc[xi * plane..][..plane],
+                                rs: c_in,
+                            },
+                            true,
+                        )?;
+                    }
+                    Ok(())
+                })?;
                 Ok(acc)
             },
         )

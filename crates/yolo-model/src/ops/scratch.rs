@@ -1,0 +1,61 @@
+//! Per-thread scratch buffers for kernel temporaries that are fully overwritten before they are
+//! read (Winograd's transformed tiles, im2col blocks). Reusing them skips the allocator's zeroing
+//! and, with the system allocator, the page faults of a fresh mapping on every call.
+
+use std::cell::RefCell;
+
+thread_local! {
+    static SLOTS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with two buffers of `a` and `b` floats taken from this thread's slots. Their contents
+/// are whatever an earlier call left: `f` must write every element before reading it. A nested
+/// call on the same thread gets fresh buffers instead of the busy ones.
+pub(crate) fn with_scratch<R>(
+    a: usize,
+    b: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    let [mut x, mut y] = SLOTS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if x.len() < a {
+        x.resize(a, 0.0);
+    }
+    if y.len() < b {
+        y.resize(b, 0.0);
+    }
+    let r = f(&mut x[..a], &mut y[..b]);
+    SLOTS.with(|s| {
+        let mut s = s.borrow_mut();
+        // Keep the larger of the returned and any buffers a nested call left behind.
+        if s[0].len() < x.len() {
+            s[0] = x;
+        }
+        if s[1].len() < y.len() {
+            s[1] = y;
+        }
+    });
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_have_the_asked_sizes_and_are_reused() {
+        let p = with_scratch(10, 3, |a, b| {
+            assert_eq!((a.len(), b.len()), (10, 3));
+            a.fill(7.0);
+            a.as_ptr() as usize
+        });
+        // A smaller request on the same thread gets the same allocation back, contents kept.
+        with_scratch(4, 1, |a, _| {
+            assert_eq!(a.as_ptr() as usize, p);
+            assert_eq!(a, &[7.0; 4]);
+        });
+        // Nested calls get their own buffers.
+        with_scratch(2, 2, |a, _| {
+            with_scratch(2, 2, |c, _| assert_ne!(a.as_ptr(), c.as_ptr()));
+        });
+    }
+}
