@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::{leaky_factor, with_avx2};
 use super::storage::contiguous_f32;
 
 /// `(n, c, hw)` of an NCHW layout whose per-channel parameters have `c` elements.
@@ -71,10 +72,12 @@ fn affine_leaky(
         .enumerate()
         .for_each(|(i, (y, x))| {
             let (a, s) = (scale[i % c], shift[i % c]);
-            for (y, &x) in y.iter_mut().zip(x) {
-                let z = a * x + s;
-                *y = if z > 0.0 { z } else { slope * z };
-            }
+            with_avx2(|| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    let z = a * x + s;
+                    *y = z * leaky_factor(z, slope);
+                }
+            })
         });
     y
 }
@@ -135,10 +138,12 @@ impl CustomOp3 for BnLeakyTrainOp {
         let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let mean = channel_sum(x, c, hw, n, ch, |v| v) / count;
-                let m = mean as f32;
-                let var = channel_sum(x, c, hw, n, ch, |v| (v - m) * (v - m)) / count;
-                (mean as f32, var as f32)
+                with_avx2(|| {
+                    let mean = channel_sum(x, c, hw, n, ch, |v| v) / count;
+                    let m = mean as f32;
+                    let var = channel_sum(x, c, hw, n, ch, |v| (v - m) * (v - m)) / count;
+                    (mean as f32, var as f32)
+                })
             })
             .unzip();
         let scale: Vec<f32> = (0..c)
@@ -252,25 +257,28 @@ impl CustomOp3 for BnLeakyGradOp {
                 for b in 0..n {
                     let off = (b * c + ch) * hw;
                     let (xs, ys, gs) = (&x[off..][..hw], &y[off..][..hw], &g[off..][..hw]);
-                    let (mut a, mut bb) = ([0f32; 8], [0f32; 8]);
-                    let mut i = 0;
-                    while i + 8 <= hw {
-                        for l in 0..8 {
-                            let dz = if ys[i + l] > 0.0 {
-                                gs[i + l]
-                            } else {
-                                slope * gs[i + l]
-                            };
-                            a[l] += dz;
-                            bb[l] += dz * (xs[i + l] - m);
+                    // Eight f32 lanes per image and channel (lane l takes elements 8i + l, the
+                    // tail goes to lane 0), summed in f64 afterwards.
+                    let (a, bb) = with_avx2(|| {
+                        let (mut a, mut bb) = ([0f32; 8], [0f32; 8]);
+                        let blocks = xs
+                            .chunks_exact(8)
+                            .zip(ys.chunks_exact(8))
+                            .zip(gs.chunks_exact(8));
+                        for ((xc, yc), gc) in blocks {
+                            for l in 0..8 {
+                                let dz = gc[l] * leaky_factor(yc[l], slope);
+                                a[l] += dz;
+                                bb[l] += dz * (xc[l] - m);
+                            }
                         }
-                        i += 8;
-                    }
-                    for j in i..hw {
-                        let dz = if ys[j] > 0.0 { gs[j] } else { slope * gs[j] };
-                        a[0] += dz;
-                        bb[0] += dz * (xs[j] - m);
-                    }
+                        for j in hw / 8 * 8..hw {
+                            let dz = gs[j] * leaky_factor(ys[j], slope);
+                            a[0] += dz;
+                            bb[0] += dz * (xs[j] - m);
+                        }
+                        (a, bb)
+                    });
                     sdz += a.iter().map(|&v| v as f64).sum::<f64>();
                     sdzx += bb.iter().map(|&v| v as f64).sum::<f64>();
                 }
@@ -289,11 +297,13 @@ impl CustomOp3 for BnLeakyGradOp {
             let k = gamma[ch] * is;
             let mdz = sums[ch].0 as f32 / count;
             let mdzx = sums[ch].1 as f32 / count;
-            for j in 0..hw {
-                let dz = if ys[j] > 0.0 { gs[j] } else { slope * gs[j] };
-                let xhat = (xs[j] - m) * is;
-                dx[j] = k * (dz - mdz - xhat * mdzx);
-            }
+            with_avx2(|| {
+                for j in 0..hw {
+                    let dz = gs[j] * leaky_factor(ys[j], slope);
+                    let xhat = (xs[j] - m) * is;
+                    dx[j] = k * (dz - mdz - xhat * mdzx);
+                }
+            })
         });
         for ch in 0..c {
             dp[ch] = sums[ch].1 as f32; // dgamma
@@ -407,7 +417,7 @@ impl CustomOp3 for AffineLeakyGradOp {
                 let a = self.scale[i % c];
                 let (mut sdz, mut sdzx) = (0f64, 0f64);
                 for j in 0..hw {
-                    let dz = if ys[j] > 0.0 { gs[j] } else { slope * gs[j] };
+                    let dz = gs[j] * leaky_factor(ys[j], slope);
                     dx[j] = a * dz;
                     sdz += dz as f64;
                     sdzx += (dz * xs[j]) as f64;

@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::{leaky_factor, with_avx2};
 use super::storage::contiguous_f32;
 
 /// Elements per rayon task for element-wise kernels: large enough to amortise scheduling.
@@ -30,9 +31,11 @@ impl CustomOp1 for LeakyReluOp {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = if x > 0.0 { x } else { slope * x };
-                }
+                with_avx2(|| {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = x * leaky_factor(x, slope);
+                    }
+                })
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -78,9 +81,11 @@ impl CustomOp2 for LeakyReluGradOp {
         dx.par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
             .for_each(|(dx, (y, g))| {
-                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                    *d = if y > 0.0 { g } else { slope * g };
-                }
+                with_avx2(|| {
+                    for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                        *d = g * leaky_factor(y, slope);
+                    }
+                })
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }

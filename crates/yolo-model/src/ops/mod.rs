@@ -9,6 +9,7 @@ mod conv;
 mod gemm;
 mod leaky;
 mod scratch;
+mod simd;
 mod storage;
 mod winograd;
 

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use super::conv::ConvGeom;
 use super::gemm::{sgemm_seq, MatMut, MatRef};
 use super::scratch::with_scratch;
+use super::simd::with_avx2;
 
 /// The 16 positions of a transformed 4x4 tile.
 const XI: usize = 16;
@@ -418,24 +419,6 @@ fn interleave_tiles(y: &mut [f32], s0: &[f32], s1: &[f32], s2: &[f32], s3: &[f32
         y[0] = a + b + c;
         y[1] = b - c - d;
     }
-}
-
-/// Runs `f` compiled for AVX2 when the CPU has it: the transforms are element-wise loops, which
-/// LLVM then vectorises twice as wide as for the baseline x86-64 target.
-#[inline(always)]
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { run(f) };
-        }
-    }
-    f()
 }
 
 /// The shared core of forward and input gradient: a 3x3 'same' convolution of `x`
