@@ -49,6 +49,7 @@ const CONV_CASES: &[ConvCase] = &[
     // path (even and odd sizes, batch 1 and 3).
     (1, 64, 64, 32, 32, 3, 1, 1),
     (3, 64, 66, 19, 17, 3, 1, 1),
+    (1, 64, 65, 63, 65, 3, 1, 1),
 ];
 
 /// `sum(conv(x, w) * r)` with its gradients through `conv`.

@@ -12,6 +12,7 @@ mod scratch;
 mod simd;
 mod storage;
 mod winograd;
+mod winograd4;
 
 use std::sync::{Arc, Mutex};
 
