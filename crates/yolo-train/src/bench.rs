@@ -73,10 +73,11 @@ pub fn default_cases(size: usize) -> Vec<BenchCase> {
             BenchKind::CachedLast,
             0.165,
         ),
+        // The batch the stage-0 cache is built with, as keras-yolo3's predict_generator (8).
         case(
             "bottleneck",
             Variant::YoloV3,
-            4,
+            crate::bottleneck::BUILD_BATCH,
             FreezeBody::AllButOutputs,
             BenchKind::Bottleneck,
             0.63,
