@@ -14,9 +14,9 @@
 //!   `Σ gradY · Y = Σ_ξ (A gradY Aᵀ)_ξ (G w Gᵀ)_ξ (Bᵀ d B)_ξ`: its derivative in `w` is
 //!   `Gᵀ [Σ_tiles (A gradY Aᵀ) ⊙ (Bᵀ d B)] G`, again 16 GEMMs, now summing over tiles.
 //!
-//! Forward and input gradient switch to F(4x4, 3x3) (`winograd4.rs`: 36 GEMMs per 16 outputs, 4x
-//! fewer multiply-adds) when the batch has at least [`MIN_TILES`] 4x4 tiles; this file holds the
-//! block driver both share.
+//! All three switch to F(4x4, 3x3) (`winograd4.rs`: 36 GEMMs per 16 outputs, 4x fewer
+//! multiply-adds) when the batch has at least [`MIN_TILES`] 4x4 tiles; this file holds the block
+//! driver both tile sizes share.
 //!
 //! Tiles are processed in blocks of whole tile rows (across the batch), one block per rayon task:
 //! transform the block's input, run its 16 GEMMs on this thread, transform back. Every tile row
@@ -495,10 +495,13 @@ fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel<'_>) -> Resu
     Ok(out)
 }
 
-/// Whether forward and input gradient use F(4x4) tiles: when the batch has at least
-/// [`MIN_TILES`] of them (YOLOv3's 52x52 and larger maps at batch 4, 26x26 from batch 6).
+/// Whether F(4x4) tiles are used: when the batch has at least [`MIN_TILES`] of them and they waste
+/// at most a quarter more work on padding than the map needs (YOLOv3's 52x52 and 104x104 maps at
+/// batch 4 and 26x26 from batch 6; 13x13 maps round up to 16x16 and stay on F(2x2)).
 fn four_by_four(g: &ConvGeom) -> bool {
-    g.b * g.h.div_ceil(winograd4::M) * g.w.div_ceil(winograd4::M) >= MIN_TILES
+    let (th, tw) = (g.h.div_ceil(winograd4::M), g.w.div_ceil(winograd4::M));
+    let padded = th * tw * winograd4::M * winograd4::M;
+    g.b * th * tw >= MIN_TILES && 4 * padded <= 5 * g.h * g.w
 }
 
 /// Forward: `out = conv3x3(x, w)`, stride 1, padding 1; `b x c_out x h x w`.
@@ -581,59 +584,98 @@ fn flip_kernel(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
 /// Kernel gradient: `dW[co][ci] = Gᵀ [Σ_tiles Ĝ[co] ⊙ V[ci]] G`, the tile sums being 16 GEMMs
 /// (`c_out x tiles` times `tiles x c_in`) per block, accumulated per thread.
 pub(crate) fn kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<Vec<f32>> {
+    kernel_grad_with(g, x, grad, four_by_four(g))
+}
+
+/// [`kernel_grad`] with F(4x4) tiles if `four`, else F(2x2).
+fn kernel_grad_with(g: &ConvGeom, x: &[f32], grad: &[f32], four: bool) -> Result<Vec<f32>> {
     check(g, &[])?;
     let (b, c_in, c_out, h, w) = (g.b, g.c_in, g.c_out, g.h, g.w);
     if x.len() < b * c_in * h * w || grad.len() < b * c_out * h * w {
         bail!("winograd kernel gradient: buffers smaller than {g:?}")
     }
+    let (m, planes) = if four {
+        (winograd4::M, winograd4::PLANES)
+    } else {
+        (2, XI)
+    };
     let plane = c_out * c_in;
-    let t = Tiling::new((2, XI), (b, h, w), c_in.max(c_out), MIN_TILES_KERNEL_GRAD);
+    let t = Tiling::new(
+        (m, planes),
+        (b, h, w),
+        c_in.max(c_out),
+        MIN_TILES_KERNEL_GRAD,
+    );
     let partials = (0..t.blocks())
         .into_par_iter()
         .fold(
-            || Ok(vec![0f32; XI * plane]),
+            || Ok(vec![0f32; planes * plane]),
             |acc: Result<Vec<f32>>, i| {
                 let mut acc = acc?;
                 let rr = t.block(i);
                 let nt = (rr.1 - rr.0) * t.tw;
                 // Both transforms write every element of their buffer.
-                with_scratch(XI * c_in * nt, XI * c_out * nt, |v, gt| -> Result<()> {
-                    with_avx2(|| input_transform(x, (c_in, h, w), &t, rr, v));
-                    with_avx2(|| grad_transform(grad, (c_out, h, w), &t, rr, gt));
-                    for xi in 0..XI {
-                        sgemm_seq(
-                            c_out,
-                            c_in,
-                            nt,
-                            MatRef::row_major(&gt[xi * c_out * nt..][..c_out * nt], nt),
-                            MatRef::transposed(&v[xi * c_in * nt..][..c_in * nt], nt),
-                            MatMut {
-                                data: &mut acc[xi * plane..][..plane],
-                                rs: c_in,
-                            },
-                            true,
-                        )?;
-                    }
-                    Ok(())
-                })?;
+                with_scratch(
+                    planes * c_in * nt,
+                    planes * c_out * nt,
+                    |v, gt| -> Result<()> {
+                        if four {
+                            with_avx2(|| winograd4::input_transform(x, (c_in, h, w), &t, rr, v));
+                            with_avx2(|| {
+                                winograd4::grad_transform(grad, (c_out, h, w), &t, rr, gt)
+                            });
+                        } else {
+                            with_avx2(|| input_transform(x, (c_in, h, w), &t, rr, v));
+                            with_avx2(|| grad_transform(grad, (c_out, h, w), &t, rr, gt));
+                        }
+                        for xi in 0..planes {
+                            sgemm_seq(
+                                c_out,
+                                c_in,
+                                nt,
+                                MatRef::row_major(&gt[xi * c_out * nt..][..c_out * nt], nt),
+                                MatRef::transposed(&v[xi * c_in * nt..][..c_in * nt], nt),
+                                MatMut {
+                                    data: &mut acc[xi * plane..][..plane],
+                                    rs: c_in,
+                                },
+                                true,
+                            )?;
+                        }
+                        Ok(())
+                    },
+                )?;
                 Ok(acc)
             },
         )
         .collect::<Result<Vec<Vec<f32>>>>()?;
     let mut parts = partials.into_iter();
-    let mut s = parts.next().unwrap_or_else(|| vec![0f32; XI * plane]);
+    let mut s = parts.next().unwrap_or_else(|| vec![0f32; planes * plane]);
     for p in parts {
         s.par_chunks_mut(1 << 14)
             .zip(p.par_chunks(1 << 14))
             .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, p)| *d += p));
     }
-    // Back from the 16 planes to 3x3 kernels: Gᵀ S G per (co, ci).
+    // Back from the planes to 3x3 kernels: Gᵀ S G per (co, ci).
     let mut dw = vec![0f32; plane * 9];
     dw.par_chunks_mut(c_in * 9)
         .enumerate()
         .for_each(|(co, row)| {
             for ci in 0..c_in {
-                let sv: [f32; XI] = std::array::from_fn(|xi| s[xi * plane + co * c_in + ci]);
+                let out = &mut row[ci * 9..][..9];
+                let at = |xi: usize| s[xi * plane + co * c_in + ci];
+                if four {
+                    // Gᵀ down the columns of the 6x6 S, then along the three rows.
+                    let cols: [[f32; 3]; 6] = std::array::from_fn(|j| {
+                        winograd4::gt(std::array::from_fn(|i| at(i * 6 + j)))
+                    });
+                    for k in 0..3 {
+                        let r = winograd4::gt(std::array::from_fn(|j| cols[j][k]));
+                        out[k * 3..k * 3 + 3].copy_from_slice(&r);
+                    }
+                    continue;
+                }
+                let sv: [f32; XI] = std::array::from_fn(at);
                 // Gᵀ S: rows S0 + (S1 + S2)/2, (S1 - S2)/2, (S1 + S2)/2 + S3.
                 let r: [[f32; 4]; 3] = std::array::from_fn(|k| {
                     std::array::from_fn(|j| {
@@ -645,7 +687,6 @@ pub(crate) fn kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<Vec<f
                         }
                     })
                 });
-                let out = &mut row[ci * 9..][..9];
                 for (k, a) in r.iter().enumerate() {
                     out[k * 3] = a[0] + 0.5 * (a[1] + a[2]);
                     out[k * 3 + 1] = 0.5 * (a[1] - a[2]);
@@ -730,12 +771,14 @@ mod tests {
                     &format!("input grad {what}"),
                 );
             }
-            assert_close(
-                &kernel_grad(&g, &x, &dy).unwrap(),
-                &gemm_kernel_grad(&g, &x, &dy).unwrap(),
-                2e-5,
-                &format!("kernel grad {g:?}"),
-            );
+            for (four, tol) in [(false, 2e-5), (true, 1e-4)] {
+                assert_close(
+                    &kernel_grad_with(&g, &x, &dy, four).unwrap(),
+                    &gemm_kernel_grad(&g, &x, &dy).unwrap(),
+                    tol,
+                    &format!("kernel grad F({0}x{0}) {g:?}", if four { 4 } else { 2 }),
+                );
+            }
         }
     }
 
@@ -758,6 +801,10 @@ mod tests {
         let map52 = |b| ConvGeom::new(&[b, 128, 52, 52], &[256, 128, 3, 3], 1, 1).unwrap();
         assert!(four_by_four(&map52(2)));
         assert!(!four_by_four(&map52(1)));
+        // 13x13 rounds up to 16x16: 51% padding, so F(2x2) even with 256 4x4 tiles.
+        assert!(!four_by_four(&small(16)));
+        let map26 = |b| ConvGeom::new(&[b, 256, 26, 26], &[512, 256, 3, 3], 1, 1).unwrap();
+        assert!(four_by_four(&map26(16)));
         assert!(check(&geom(128, 256, 3, 2, 1), &[]).is_err());
     }
 

@@ -1,7 +1,7 @@
 //! The transforms of Winograd F(4x4, 3x3) (interpolation points 0, ±1, ±2 and infinity): 36
 //! products per 16 outputs, 4x fewer multiply-adds than im2col against F(2x2, 3x3)'s 2.25x. The
-//! block driver in `winograd.rs` uses them for forward and input gradient on maps with many 4x4
-//! tiles; the kernel gradient stays on F(2x2, 3x3).
+//! block driver in `winograd.rs` uses them for forward, input gradient and kernel gradient on maps
+//! with many 4x4 tiles.
 //!
 //! Every transform runs along a whole tile row at once: the columns of a tile row are split by
 //! phase (`column mod 4`), so tile `k`'s six patch columns are phases 0..4 at `k` and phases 0, 1 at
@@ -35,6 +35,29 @@ fn at([a, b, c, d, e, f]: [f32; 6]) -> [f32; 4] {
     [a + u1 + u3, u2 + 2.0 * u4, u1 + 4.0 * u3, u2 + 8.0 * u4 + f]
 }
 
+/// `A x`: four output-gradient values to six transformed ones (the transpose of [`at`]).
+#[inline(always)]
+fn a([p, q, r, s]: [f32; 4]) -> [f32; 6] {
+    [
+        p,
+        p + q + r + s,
+        p - q + r - s,
+        p + 2.0 * q + 4.0 * r + 8.0 * s,
+        p - 2.0 * q + 4.0 * r - 8.0 * s,
+        s,
+    ]
+}
+
+/// `Gᵀ x`: six transformed kernel-gradient values back to three taps.
+#[inline(always)]
+pub(super) fn gt([a, b, c, d, e, f]: [f32; 6]) -> [f32; 3] {
+    [
+        a / 4.0 - (b + c) / 6.0 + (d + e) / 24.0,
+        (c - b) / 6.0 + (d - e) / 12.0,
+        -(b + c) / 6.0 + (d + e) / 6.0 + f,
+    ]
+}
+
 /// `G x` for one kernel column or row.
 #[inline(always)]
 fn g([a, b, c]: [f32; 3]) -> [f32; 6] {
@@ -48,21 +71,21 @@ fn g([a, b, c]: [f32; 3]) -> [f32; 6] {
     ]
 }
 
-/// `dst[j][k] = f(src[0][k], .., src[5][k])[j]` for `k < len`. Eight tiles at a time through
+/// `dst[j][k] = f(src[0][k], .., src[S - 1][k])[j]` for `k < len`. Eight tiles at a time through
 /// local arrays, which LLVM turns into vector arithmetic and contiguous stores.
 #[inline(always)]
-fn map6<const R: usize>(
-    src: [&[f32]; 6],
+fn map<const S: usize, const R: usize>(
+    src: [&[f32]; S],
     dst: [&mut [f32]; R],
     len: usize,
-    f: impl Fn([f32; 6]) -> [f32; R],
+    f: impl Fn([f32; S]) -> [f32; R],
 ) {
     const L: usize = 8;
     let src = src.map(|s| &s[..len]);
     let mut dst = dst.map(|d| &mut d[..len]);
     let full = len / L * L;
     for k0 in (0..full).step_by(L) {
-        let x: [[f32; L]; 6] = std::array::from_fn(|q| {
+        let x: [[f32; L]; S] = std::array::from_fn(|q| {
             let mut lane = [0f32; L];
             lane.copy_from_slice(&src[q][k0..k0 + L]);
             lane
@@ -176,7 +199,7 @@ pub(super) fn input_transform(
         }
         // Bᵀ down the columns, over the whole block.
         let src: [&[f32]; 6] = std::array::from_fn(|i| &d[i * len..][..len]);
-        map6(
+        map(
             src,
             windows(&mut t, [0, 1, 2, 3, 4, 5].map(|i| i * len), len),
             len,
@@ -187,7 +210,7 @@ pub(super) fn input_transform(
             let ti = &t[i * len..][..len];
             let cols = [0, plen, 2 * plen, 3 * plen, 1, plen + 1].map(|s| &ti[s..]);
             let span = plen - 1;
-            map6(
+            map(
                 cols,
                 windows(&mut o, [0, 1, 2, 3, 4, 5].map(|j| j * plen), span),
                 span,
@@ -200,6 +223,59 @@ pub(super) fn input_transform(
                     dst.copy_from_slice(&src[..tw]);
                 }
             }
+        }
+    }
+}
+
+/// `Ĝ[ξ][c][tile] = (A g Aᵀ)[ξ]` for the 4x4 tiles `g` (zero outside the map) of the output
+/// gradient `grad` (`b x c x h x w`) in global tile rows `r0..r1`; 36 planes of `c x nt`.
+#[inline(always)]
+pub(super) fn grad_transform(
+    grad: &[f32],
+    (c, h, w): (usize, usize, usize),
+    tl: &Tiling,
+    (r0, r1): (usize, usize),
+    gt: &mut [f32],
+) {
+    let (th, tw) = (tl.th, tl.tw);
+    let nt = (r1 - r0) * tw;
+    // g[a][p][tile]: row a of each tile, column phase p; q[i][p] = (A g)[i][p].
+    let mut row = vec![0f32; M * tw];
+    let mut g = vec![0f32; M * M * nt];
+    let mut q = vec![0f32; 6 * M * nt];
+    for ch in 0..c {
+        for r in r0..r1 {
+            let (b, ty) = (r / th, r % th);
+            let gc = &grad[(b * c + ch) * h * w..][..h * w];
+            let base = (r - r0) * tw;
+            for aa in 0..M {
+                let y = M * ty + aa;
+                if y < h {
+                    // Only ..w is ever written, so columns past the map stay zero.
+                    row[..w].copy_from_slice(&gc[y * w..][..w]);
+                } else {
+                    row.fill(0.0);
+                }
+                for (k, cols) in row.chunks_exact(M).enumerate() {
+                    for (p, &val) in cols.iter().enumerate() {
+                        g[(aa * M + p) * nt + base + k] = val;
+                    }
+                }
+            }
+        }
+        for p in 0..M {
+            let src = [0, 1, 2, 3].map(|aa| &g[(aa * M + p) * nt..][..nt]);
+            let dst = windows(&mut q, [0, 1, 2, 3, 4, 5].map(|i| (i * M + p) * nt), nt);
+            map(src, dst, nt, a);
+        }
+        for i in 0..6 {
+            let src = [0, 1, 2, 3].map(|p| &q[(i * M + p) * nt..][..nt]);
+            let dst = windows(
+                gt,
+                [0, 1, 2, 3, 4, 5].map(|j| ((i * 6 + j) * c + ch) * nt),
+                nt,
+            );
+            map(src, dst, nt, a);
         }
     }
 }
@@ -229,12 +305,12 @@ pub(super) unsafe fn output_transform(
         for j in 0..6 {
             let src = [0, 1, 2, 3, 4, 5].map(|i| plane(i * 6 + j));
             let dst = windows(&mut s, [0, 1, 2, 3].map(|a| (a * 6 + j) * nt), nt);
-            map6(src, dst, nt, at);
+            map(src, dst, nt, at);
         }
         for a in 0..M {
             let src = [0, 1, 2, 3, 4, 5].map(|j| &s[(a * 6 + j) * nt..][..nt]);
             let dst = windows(&mut y, [0, 1, 2, 3].map(|p| (a * 4 + p) * nt), nt);
-            map6(src, dst, nt, at);
+            map(src, dst, nt, at);
         }
         for r in r0..r1 {
             let (b, ty) = (r / th, r % th);
@@ -274,6 +350,20 @@ mod tests {
         for (o, y) in y.iter().enumerate() {
             let direct: f32 = (0..3).map(|r| k[r] * d[o + r]).sum();
             assert!((y - direct).abs() < 1e-5, "output {o}: {y} vs {direct}");
+        }
+    }
+
+    /// The kernel-gradient identity in 1-D: `Gᵀ [(A dy) ⊙ (Bᵀ d)]` is the correlation of the
+    /// six inputs with the four output gradients, for each of the three taps.
+    #[test]
+    fn kernel_gradient_identity_holds() {
+        let d = [0.3f32, -1.2, 2.5, 0.7, -0.4, 1.9];
+        let dy = [0.5f32, -0.25, 1.5, 0.75];
+        let (ady, bd) = (a(dy), bt(d));
+        let dk = gt(std::array::from_fn(|i| ady[i] * bd[i]));
+        for (r, dk) in dk.iter().enumerate() {
+            let direct: f32 = (0..4).map(|o| dy[o] * d[o + r]).sum();
+            assert!((dk - direct).abs() < 1e-5, "tap {r}: {dk} vs {direct}");
         }
     }
 
