@@ -8,6 +8,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use yolo_model::{l2_penalty, tiny_yolo_body, trainable_vars, FreezeBody, YoloConfig};
 
+/// The values of `t`, flattened.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
 fn tiny() -> (VarMap, yolo_model::YoloBody, YoloConfig) {
     let cfg = YoloConfig::tiny(1);
     let varmap = VarMap::new();
@@ -33,13 +38,8 @@ fn l2_penalty_gradient_is_two_weight_w_bit_for_bit_and_records_no_graph() {
         let g = g.unwrap_or_else(|| panic!("no L2 gradient for {name}"));
         assert!(!g.track_op(), "the L2 gradient of {name} records a graph");
         // candle's composed `sqr().sum_all() * weight` gives `(w * weight) * 2`.
-        let w = var
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let got = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let w = values(var.as_tensor());
+        let got = values(g);
         for (i, (&w, &got)) in w.iter().zip(&got).enumerate() {
             assert_eq!(got, (w * weight as f32) * 2.0, "{name}[{i}]");
         }
@@ -60,12 +60,7 @@ fn l2_penalty_value_is_the_f64_sum_of_squares_to_f32_precision() {
     let mut want = 0f64;
     for (name, var) in trainable_vars(&varmap, &cfg, FreezeBody::Body) {
         if yolo_model::is_conv_kernel(&name) {
-            let w = var
-                .as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let w = values(var.as_tensor());
             want += w.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
         }
     }
