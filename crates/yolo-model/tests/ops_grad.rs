@@ -163,6 +163,82 @@ fn conv2d_gradients_match_finite_differences() -> Result<()> {
     Ok(())
 }
 
+/// The Winograd paths against central differences, on 24 sampled coordinates of `x` and of `w` each
+/// (all of them would take thousands of forward passes): an F(2x2) shape (batch 3, odd sizes,
+/// 270 2x2 tiles) and an F(4x4) shape (batch 1, odd sizes, 272 4x4 tiles).
+#[test]
+fn winograd_conv2d_gradients_match_sampled_finite_differences() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(13);
+    for &(b, ci, co, h, w) in &[(3, 64, 66, 19, 17), (1, 64, 65, 63, 65)] {
+        let dims_x = [b, ci, h, w];
+        let dims_w = [co, ci, 3, 3];
+        let xs = rand_vec(&mut rng, dims_x.iter().product());
+        let ws = rand_vec(&mut rng, dims_w.iter().product());
+        let x = Tensor::from_vec(xs.clone(), &dims_x[..], &Device::Cpu)?;
+        let wt = Tensor::from_vec(ws.clone(), &dims_w[..], &Device::Cpu)?;
+        let rs = rand_vec(&mut rng, b * co * h * w);
+        let r = Tensor::from_vec(rs.clone(), (b, co, h, w), &Device::Cpu)?;
+        let (_, gx, gw) = conv_loss_grads(|x, w| ops::conv2d(x, w, 1, 1), &x, &wt, &r)?;
+        let (gx, gw) = (
+            gx.flatten_all()?.to_vec1::<f32>()?,
+            gw.flatten_all()?.to_vec1::<f32>()?,
+        );
+        // The loss is linear in each argument, so a central difference is exact for any step; a
+        // large one keeps the f32 rounding of the perturbed tiles (larger in F(4x4)) well below
+        // the signal.
+        let eps = 1.0;
+        for i in 0..24 {
+            let ix = rng.random_range(0..xs.len());
+            let mut v = xs.clone();
+            v[ix] = xs[ix] + eps;
+            let lp = weighted_sum(
+                &ops::conv2d(
+                    &Tensor::from_vec(v.clone(), &dims_x[..], &Device::Cpu)?,
+                    &wt,
+                    1,
+                    1,
+                )?,
+                &rs,
+            )?;
+            v[ix] = xs[ix] - eps;
+            let lm = weighted_sum(
+                &ops::conv2d(&Tensor::from_vec(v, &dims_x[..], &Device::Cpu)?, &wt, 1, 1)?,
+                &rs,
+            )?;
+            let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
+            assert!(
+                (gx[ix] - fd).abs() <= 2e-3 * (1.0 + fd.abs()),
+                "dx[{ix}] ({i}) of {dims_x:?}: {} vs {fd}",
+                gx[ix]
+            );
+            let iw = rng.random_range(0..ws.len());
+            let mut v = ws.clone();
+            v[iw] = ws[iw] + eps;
+            let lp = weighted_sum(
+                &ops::conv2d(
+                    &x,
+                    &Tensor::from_vec(v.clone(), &dims_w[..], &Device::Cpu)?,
+                    1,
+                    1,
+                )?,
+                &rs,
+            )?;
+            v[iw] = ws[iw] - eps;
+            let lm = weighted_sum(
+                &ops::conv2d(&x, &Tensor::from_vec(v, &dims_w[..], &Device::Cpu)?, 1, 1)?,
+                &rs,
+            )?;
+            let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
+            assert!(
+                (gw[iw] - fd).abs() <= 2e-3 * (1.0 + fd.abs()),
+                "dw[{iw}] ({i}) of {dims_w:?}: {} vs {fd}",
+                gw[iw]
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn conv2d_accepts_non_contiguous_input() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(3);
