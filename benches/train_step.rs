@@ -5,7 +5,7 @@
 //! * `step`: full training steps with the model's public API (`yolo_body`, `forward_t`, loss = sum
 //!   of squared raw outputs, `backward`): YOLOv3 416 1 class all trainable batch 4, freeze_body=2
 //!   batch 16, tiny 416 all trainable batch 8; and bottleneck extraction (`forward_bottleneck`,
-//!   batch 4). Printed with images/s, effective GFLOP/s (training counted as 3x the forward
+//!   batch 8, as the stage-0 cache builder). Printed with images/s, effective GFLOP/s (training counted as 3x the forward
 //!   convolution FLOPs of `yolo_model::flops`), the ratio to the GEMM rate, the ratio to
 //!   keras-yolo3 on TF 2.21 (issue 7's figures for a 2-core EPYC) and the peak RSS of each.
 //! * `layer`: per-layer forward/backward timings of the four convolutions in the issue's table
@@ -325,10 +325,11 @@ fn step_cases() -> Vec<StepCase> {
             freeze: Some(FreezeBody::None),
             tf_seconds: 2.57,
         },
+        // The batch the stage-0 cache is built with (keras-yolo3's predict_generator uses 8 too).
         StepCase {
-            id: "v3_416_bottleneck_b4",
+            id: "v3_416_bottleneck_b8",
             cfg: YoloConfig::v3(1),
-            batch: 4,
+            batch: yolov3::train::bottleneck::BUILD_BATCH,
             freeze: None,
             tf_seconds: 0.63,
         },
