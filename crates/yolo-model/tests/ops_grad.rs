@@ -96,20 +96,27 @@ fn conv2d_matches_candle_forward_and_backward() -> Result<()> {
     Ok(())
 }
 
-/// Central differences of `f` at every coordinate of `x` (f64 accumulation of the loss keeps the
-/// f32 rounding error well below the tolerance).
-fn finite_diff(x: &[f32], eps: f32, f: impl Fn(&[f32]) -> Result<f64>) -> Result<Vec<f32>> {
+/// The central difference of `f` at coordinate `i` of `x` (f64 accumulation of the loss keeps
+/// the f32 rounding error well below the tolerance).
+fn central_diff_at(
+    x: &[f32],
+    i: usize,
+    eps: f32,
+    f: &impl Fn(&[f32]) -> Result<f64>,
+) -> Result<f32> {
     let mut xp = x.to_vec();
-    let mut out = Vec::with_capacity(x.len());
-    for i in 0..x.len() {
-        xp[i] = x[i] + eps;
-        let lp = f(&xp)?;
-        xp[i] = x[i] - eps;
-        let lm = f(&xp)?;
-        xp[i] = x[i];
-        out.push(((lp - lm) / (2.0 * eps as f64)) as f32);
-    }
-    Ok(out)
+    xp[i] = x[i] + eps;
+    let lp = f(&xp)?;
+    xp[i] = x[i] - eps;
+    let lm = f(&xp)?;
+    Ok(((lp - lm) / (2.0 * eps as f64)) as f32)
+}
+
+/// Central differences of `f` at every coordinate of `x`.
+fn finite_diff(x: &[f32], eps: f32, f: impl Fn(&[f32]) -> Result<f64>) -> Result<Vec<f32>> {
+    (0..x.len())
+        .map(|i| central_diff_at(x, i, eps, &f))
+        .collect()
 }
 
 fn weighted_sum(y: &Tensor, r: &[f32]) -> Result<f64> {
@@ -187,53 +194,27 @@ fn winograd_conv2d_gradients_match_sampled_finite_differences() -> Result<()> {
         // large one keeps the f32 rounding of the perturbed tiles (larger in F(4x4)) well below
         // the signal.
         let eps = 1.0;
+        let loss_x = |v: &[f32]| {
+            let x = Tensor::from_vec(v.to_vec(), &dims_x[..], &Device::Cpu)?;
+            weighted_sum(&ops::conv2d(&x, &wt, 1, 1)?, &rs)
+        };
+        let loss_w = |v: &[f32]| {
+            let w = Tensor::from_vec(v.to_vec(), &dims_w[..], &Device::Cpu)?;
+            weighted_sum(&ops::conv2d(&x, &w, 1, 1)?, &rs)
+        };
         for i in 0..24 {
-            let ix = rng.random_range(0..xs.len());
-            let mut v = xs.clone();
-            v[ix] = xs[ix] + eps;
-            let lp = weighted_sum(
-                &ops::conv2d(
-                    &Tensor::from_vec(v.clone(), &dims_x[..], &Device::Cpu)?,
-                    &wt,
-                    1,
-                    1,
-                )?,
-                &rs,
-            )?;
-            v[ix] = xs[ix] - eps;
-            let lm = weighted_sum(
-                &ops::conv2d(&Tensor::from_vec(v, &dims_x[..], &Device::Cpu)?, &wt, 1, 1)?,
-                &rs,
-            )?;
-            let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
-            assert!(
-                (gx[ix] - fd).abs() <= 2e-3 * (1.0 + fd.abs()),
-                "dx[{ix}] ({i}) of {dims_x:?}: {} vs {fd}",
-                gx[ix]
-            );
-            let iw = rng.random_range(0..ws.len());
-            let mut v = ws.clone();
-            v[iw] = ws[iw] + eps;
-            let lp = weighted_sum(
-                &ops::conv2d(
-                    &x,
-                    &Tensor::from_vec(v.clone(), &dims_w[..], &Device::Cpu)?,
-                    1,
-                    1,
-                )?,
-                &rs,
-            )?;
-            v[iw] = ws[iw] - eps;
-            let lm = weighted_sum(
-                &ops::conv2d(&x, &Tensor::from_vec(v, &dims_w[..], &Device::Cpu)?, 1, 1)?,
-                &rs,
-            )?;
-            let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
-            assert!(
-                (gw[iw] - fd).abs() <= 2e-3 * (1.0 + fd.abs()),
-                "dw[{iw}] ({i}) of {dims_w:?}: {} vs {fd}",
-                gw[iw]
-            );
+            for (what, vals, grad, loss) in [
+                ("dx", &xs, &gx, &loss_x as &dyn Fn(&[f32]) -> Result<f64>),
+                ("dw", &ws, &gw, &loss_w),
+            ] {
+                let k = rng.random_range(0..vals.len());
+                let fd = central_diff_at(vals, k, eps, &loss)?;
+                assert!(
+                    (grad[k] - fd).abs() <= 2e-3 * (1.0 + fd.abs()),
+                    "{what}[{k}] ({i}) of {dims_x:?} -> {co}: {} vs {fd}",
+                    grad[k]
+                );
+            }
         }
     }
     Ok(())
