@@ -169,48 +169,42 @@ fn transform_kernel(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     u
 }
 
-/// A transformed kernel and how to read its 16 GEMM left-hand sides.
-struct Kernel<'a> {
-    /// [`transform_kernel`]'s layout for a `c_out x c_in` kernel.
-    u: &'a [f32],
+/// A transformed kernel ([`transform_kernel`]'s layout, or `winograd4`'s) and the sizes of its
+/// planes.
+struct Kernel {
+    u: Vec<f32>,
     /// Transformed positions: 16 for F(2x2), 36 for F(4x4).
     planes: usize,
+    /// Rows and columns of each plane: the convolution's output and input channels.
     c_out: usize,
     c_in: usize,
-    /// F(2x2) only: read the planes of the input-gradient kernel instead (see [`Kernel::plane`]).
-    flipped: bool,
 }
 
-impl Kernel<'_> {
-    /// The GEMM left-hand side of position `ξ`: `U[ξ]` (`c_out x c_in`), or for the input gradient
-    /// `U[p(ξ)]ᵀ` (`c_in x c_out`). Flipping a 3-tap filter permutes `G g` by swapping its first
-    /// and last entries (`p` swaps indices 0 and 3 along each axis of the 4x4 tile), and swapping
-    /// the channel axes transposes each plane, so no second transform is needed.
-    fn plane(&self, xi: usize) -> MatRef<'_> {
-        let row = self.planes * self.c_in;
-        if self.flipped {
-            let p = |i: usize| [3, 1, 2, 0][i];
-            let pxi = p(xi / 4) * 4 + p(xi % 4);
-            MatRef {
-                data: &self.u[pxi * self.c_in..],
-                rs: 1,
-                cs: row,
-            }
+impl Kernel {
+    /// `w` (`c_out x c_in x 3 x 3`) transformed for F(4x4) tiles if `four`, else F(2x2).
+    fn new(w: &[f32], c_out: usize, c_in: usize, four: bool) -> Kernel {
+        let (u, planes) = if four {
+            (
+                winograd4::transform_kernel(w, c_out, c_in),
+                winograd4::PLANES,
+            )
         } else {
-            MatRef {
-                data: &self.u[xi * self.c_in..],
-                rs: row,
-                cs: 1,
-            }
+            (transform_kernel(w, c_out, c_in), XI)
+        };
+        Kernel {
+            u,
+            planes,
+            c_out,
+            c_in,
         }
     }
 
-    /// Rows and columns of the left-hand sides: (convolution outputs, convolution inputs).
-    fn dims(&self) -> (usize, usize) {
-        if self.flipped {
-            (self.c_in, self.c_out)
-        } else {
-            (self.c_out, self.c_in)
+    /// The GEMM left-hand side of position `ξ`: `U[ξ]` (`c_out x c_in`).
+    fn plane(&self, xi: usize) -> MatRef<'_> {
+        MatRef {
+            data: &self.u[xi * self.c_in..],
+            rs: self.planes * self.c_in,
+            cs: 1,
         }
     }
 }
@@ -434,10 +428,10 @@ fn interleave_tiles(y: &mut [f32], s0: &[f32], s1: &[f32], s2: &[f32], s3: &[f32
 }
 
 /// The shared core of forward and input gradient: a 3x3 'same' convolution of `x`
-/// (`b x c_in x h x w`, `(c_out, c_in) = k.dims()`) by the transformed kernel `k`, with F(4x4)
+/// (`b x k.c_in x h x w`) by the transformed kernel `k`, with F(4x4)
 /// tiles when `k` has 36 planes and F(2x2) tiles when it has 16.
-fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel<'_>) -> Result<Vec<f32>> {
-    let (c_out, c_in) = k.dims();
+fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel) -> Result<Vec<f32>> {
+    let (c_out, c_in) = (k.c_out, k.c_in);
     let planes = k.planes;
     let four = planes == winograd4::PLANES;
     if x.len() < b * c_in * h * w || k.u.len() < planes * c_out * c_in {
@@ -512,21 +506,7 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
 /// [`forward`] with F(4x4) tiles if `four`, else F(2x2).
 fn forward_with(g: &ConvGeom, x: &[f32], w: &[f32], four: bool) -> Result<Vec<f32>> {
     check(g, w)?;
-    let (u, planes) = if four {
-        (
-            winograd4::transform_kernel(w, g.c_out, g.c_in),
-            winograd4::PLANES,
-        )
-    } else {
-        (transform_kernel(w, g.c_out, g.c_in), XI)
-    };
-    let k = Kernel {
-        u: &u,
-        planes,
-        c_out: g.c_out,
-        c_in: g.c_in,
-        flipped: false,
-    };
+    let k = Kernel::new(w, g.c_out, g.c_in, four);
     convolve(x, (g.b, g.h, g.w), &k)
 }
 
@@ -538,31 +518,7 @@ pub(crate) fn input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<Vec<f3
 /// [`input_grad`] with F(4x4) tiles if `four`, else F(2x2).
 fn input_grad_with(g: &ConvGeom, grad: &[f32], w: &[f32], four: bool) -> Result<Vec<f32>> {
     check(g, w)?;
-    let k = if four {
-        // F(4x4)'s G has no flip symmetry: transform the flipped kernel itself.
-        let flipped = flip_kernel(w, g.c_out, g.c_in);
-        let u = winograd4::transform_kernel(&flipped, g.c_in, g.c_out);
-        return convolve(
-            grad,
-            (g.b, g.h, g.w),
-            &Kernel {
-                u: &u,
-                planes: winograd4::PLANES,
-                c_out: g.c_in,
-                c_in: g.c_out,
-                flipped: false,
-            },
-        );
-    } else {
-        transform_kernel(w, g.c_out, g.c_in)
-    };
-    let k = Kernel {
-        u: &k,
-        planes: XI,
-        c_out: g.c_out,
-        c_in: g.c_in,
-        flipped: true,
-    };
+    let k = Kernel::new(&flip_kernel(w, g.c_out, g.c_in), g.c_in, g.c_out, four);
     convolve(grad, (g.b, g.h, g.w), &k)
 }
 
