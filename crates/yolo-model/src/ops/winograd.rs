@@ -15,11 +15,11 @@
 //!   `Gᵀ [Σ_tiles (A gradY Aᵀ) ⊙ (Bᵀ d B)] G`, again 16 GEMMs, now summing over tiles.
 //!
 //! All three switch to F(4x4, 3x3) (`winograd4.rs`: 36 GEMMs per 16 outputs, 4x fewer
-//! multiply-adds) when the batch has at least [`MIN_TILES`] 4x4 tiles; this file holds the block
-//! driver both tile sizes share.
+//! multiply-adds) when the batch has at least [`MIN_TILES`] 4x4 tiles and they waste little on
+//! padding (see `four_by_four`); this file holds the block driver both tile sizes share.
 //!
 //! Tiles are processed in blocks of whole tile rows (across the batch), one block per rayon task:
-//! transform the block's input, run its 16 GEMMs on this thread, transform back. Every tile row
+//! transform the block's input, run its GEMMs on this thread, transform back. Every tile row
 //! belongs to exactly one block, so blocks write disjoint output rows.
 
 use std::sync::atomic::{AtomicU8, Ordering};
