@@ -19,7 +19,7 @@ use yolo_model::{is_output_conv, YoloBody};
 use crate::cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
 use crate::config::CacheDtype;
 use crate::dataset::{annotation_line, letterbox_batch};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 
 /// Images per forward pass while building the cache (train_bottleneck.py predicts in batches of 8).
 pub const BUILD_BATCH: usize = 8;
@@ -118,7 +118,33 @@ pub fn build_cache(
         entries,
     };
     let mut w = CacheWriter::create(path, header)?;
+    let filled = fill_cache(&mut w, path, model, anns, input, seed, device);
+    match filled {
+        Ok(()) => w.finish(),
+        Err(e) => {
+            w.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// The second pass of [`build_cache`]: the bottleneck features of every image, in order.
+fn fill_cache(
+    w: &mut CacheWriter,
+    path: &Path,
+    model: &YoloBody,
+    anns: &[Annotation],
+    input: InputShape,
+    seed: u64,
+    device: &Device,
+) -> Result<()> {
     for (k, chunk) in anns.chunks(BUILD_BATCH).enumerate() {
+        if crate::interrupt::stop_requested() {
+            return Err(TrainError::Interrupted(format!(
+                "the bottleneck cache build of {}",
+                path.display()
+            )));
+        }
         let b = letterbox_batch(chunk, k * BUILD_BATCH, input, seed, device)?;
         let feats = model.forward_bottleneck(&b.images)?;
         for i in 0..chunk.len() {
@@ -129,7 +155,7 @@ pub fn build_cache(
             w.push(&maps)?;
         }
     }
-    w.finish()
+    Ok(())
 }
 
 fn header_shapes(model: &YoloBody, input: InputShape, device: &Device) -> Result<Vec<[usize; 3]>> {

@@ -206,6 +206,12 @@ impl CacheWriter {
         Ok(())
     }
 
+    /// Deletes the unfinished temporary file (a failed or interrupted build leaves nothing).
+    pub fn abandon(self) {
+        drop(self.out);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
     /// Flushes, fsyncs and renames the file into place; every entry must have its record.
     pub fn finish(self) -> Result<()> {
         if self.written != self.header.entries.len() {

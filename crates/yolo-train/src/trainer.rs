@@ -44,6 +44,14 @@ pub enum RunOutcome {
         /// The epoch just completed.
         epoch: usize,
     },
+    /// Stopped by [`crate::request_stop`] (Ctrl-C, SIGTERM) before the work in progress ended;
+    /// `state.json`, when present, holds the last completed epoch and `--resume` continues there.
+    Interrupted {
+        /// What was running (e.g. "frozen epoch 3", "the bottleneck cache build of ...").
+        during: String,
+        /// The last completed epoch `(phase, Keras epoch)` committed to `state.json`, if any.
+        saved: Option<(PhaseKind, usize)>,
+    },
 }
 
 /// A training run: model, data and state.
@@ -80,6 +88,16 @@ fn build_model(
     Ok((varmap, model, model_cfg))
 }
 
+/// Removes the temporary files that killed processes left in `run_dir`, saying so.
+fn log_stale_temps(log: &mut dyn FnMut(&str), run_dir: &Path) {
+    for p in crate::run_dir::remove_stale_temps(run_dir) {
+        log(&format!(
+            "removed {}: a temporary file left by an interrupted process",
+            p.display()
+        ));
+    }
+}
+
 /// `save_checkpoint` (atomic) after creating the parent directory.
 fn save_weights(varmap: &VarMap, path: &Path) -> Result<()> {
     if let Some(d) = path.parent() {
@@ -107,14 +125,49 @@ pub fn load_initial_weights(
 
 impl Trainer {
     /// Starts a new run in `cfg.run_dir` (created; `config.toml` written there).
-    pub fn new(cfg: TrainConfig) -> Result<Self> {
+    ///
+    /// A `run_dir` that already holds a run is never mixed with the new one: the run goes to the
+    /// next free `run_dir2`, `run_dir3`, ... unless `overwrite` is set, which deletes the old
+    /// run's files first (see [`crate::run_dir`]).
+    pub fn new(mut cfg: TrainConfig) -> Result<Self> {
+        if !cfg.phases_with_epochs() {
+            return Err(TrainError::Config {
+                origin: "schedule".into(),
+                msg: "no enabled phase has an epoch to run (each has epochs <= initial_epoch): \
+                      nothing would be trained"
+                    .into(),
+            });
+        }
+        let mut log: Box<dyn FnMut(&str)> = Box::new(|m| eprintln!("{m}"));
+        let asked = cfg.run_dir.clone();
+        if cfg.overwrite {
+            let removed = crate::run_dir::clear_run(&asked)?;
+            if !removed.is_empty() {
+                log(&format!(
+                    "overwrite: deleted {} files and folders of the earlier run in {}",
+                    removed.len(),
+                    asked.display()
+                ));
+            }
+        } else {
+            cfg.run_dir = crate::run_dir::next_free(&asked);
+            if cfg.run_dir != asked {
+                log(&format!(
+                    "{} already holds a run (continue it with `--resume {}`, or replace it with \
+                     `--overwrite`): this run goes to {}",
+                    asked.display(),
+                    asked.display(),
+                    cfg.run_dir.display()
+                ));
+            }
+        }
+        let run_dir = cfg.run_dir.clone();
+        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+        log_stale_temps(&mut log, &run_dir);
         let device = parse_device(&cfg.device)?;
         let data = Dataset::load(&cfg)?;
         let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
-        let run_dir = cfg.run_dir.clone();
-        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
         crate::atomic::atomic_write(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-        let mut log: Box<dyn FnMut(&str)> = Box::new(|m| eprintln!("{m}"));
         log(&data.check.summary());
         if let Some(w) = &cfg.weights {
             let report = load_initial_weights(&varmap, &model_cfg, w)?;
@@ -142,6 +195,7 @@ impl Trainer {
     /// that do not alter the schedule already run (e.g. `device`, `progress`, `stop_after`).
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
         let mut state = RunState::load(run_dir)?;
+        log_stale_temps(&mut |m: &str| eprintln!("{m}"), run_dir);
         if !overrides.is_empty() {
             let tmp = run_dir.join(".resume-config.toml");
             crate::atomic::atomic_write(&tmp, state.config.to_toml()?.as_bytes())?;
@@ -242,8 +296,27 @@ impl Trainer {
             if !pc.enabled || self.state.completed.contains(&phase) {
                 continue;
             }
-            if let Some(stop) = self.run_phase(phase, &pc)? {
-                return Ok(stop);
+            if pc.epochs <= pc.initial_epoch {
+                (self.log)(&format!(
+                    "phase {phase}: no epoch to run (epochs {} <= initial_epoch {}): skipped, no {} written",
+                    pc.epochs,
+                    pc.initial_epoch,
+                    phase.weights_file()
+                ));
+                continue;
+            }
+            match self.run_phase(phase, &pc) {
+                Ok(Some(stop)) => return Ok(stop),
+                Ok(None) => {}
+                Err(TrainError::Interrupted(during)) => {
+                    let saved = self
+                        .state
+                        .history
+                        .last()
+                        .and_then(|r| PhaseKind::parse(&r.phase).map(|p| (p, r.epoch)));
+                    return Ok(RunOutcome::Interrupted { during, saved });
+                }
+                Err(e) => return Err(e),
             }
             last_weights = Some(self.run_dir.join(phase.weights_file()));
         }
@@ -720,6 +793,7 @@ impl Trainer {
                     epoch_batches(train.len(), pc.batch_size, cfg.seed, epoch, pc.shuffle);
                 let bar = EpochProgress::new(cfg.progress, phase.name(), epoch, batches.len());
                 for (step, idx) in batches.iter().enumerate() {
+                    check_stop(phase, epoch)?;
                     let feats = train.batch(idx, &self.device)?;
                     let boxes: Vec<_> = idx
                         .iter()
@@ -745,6 +819,7 @@ impl Trainer {
                 let bar =
                     EpochProgress::new(cfg.progress, phase.name(), epoch, train.steps_per_epoch());
                 for (step, b) in train.epoch(epoch).enumerate() {
+                    check_stop(phase, epoch)?;
                     let b = b?;
                     for (p, why) in &b.skipped {
                         eprintln!("warning: skipped {}: {why}", p.display());
@@ -797,6 +872,7 @@ impl Trainer {
                 let val = &c.1;
                 let all: Vec<usize> = (0..val.len()).collect();
                 for idx in all.chunks(pc.batch_size) {
+                    check_stop(self.state.phase, epoch)?;
                     let feats = val.batch(idx, &self.device)?;
                     let boxes: Vec<_> = idx
                         .iter()
@@ -824,6 +900,7 @@ impl Trainer {
                 };
                 let mut seen = 0usize;
                 for batch in iter {
+                    check_stop(self.state.phase, epoch)?;
                     let batch = batch?;
                     let mut m = batch.len();
                     if m == 0 {
@@ -857,6 +934,14 @@ impl Trainer {
         sum.total += l2;
         Ok(sum)
     }
+}
+
+/// [`TrainError::Interrupted`] when a stop was requested (checked between steps).
+fn check_stop(phase: PhaseKind, epoch: usize) -> Result<()> {
+    if crate::interrupt::stop_requested() {
+        return Err(TrainError::Interrupted(format!("{phase} epoch {}", epoch + 1)));
+    }
+    Ok(())
 }
 
 enum Source {

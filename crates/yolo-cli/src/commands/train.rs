@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use yolo_train::{RunOutcome, TrainConfig, Trainer};
+use yolo_train::{toml_quote, PhaseKind, RunOutcome, TrainConfig, Trainer};
 
 /// Options of `yolo train`. Every setting of the TOML config can also be given as `--set key=value`
 /// (dotted keys, e.g. `--set frozen.epochs=10`); the named flags below are shorthands.
@@ -34,9 +34,14 @@ pub struct Args {
     /// Initial weights: darknet `.weights` or a safetensors checkpoint (partial load, reported).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Output directory.
+    /// Output directory (default runs/train). When it already holds a run, the new run goes to
+    /// the next free RUN_DIR2, RUN_DIR3, ... unless `--overwrite` is given.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Start over in a run directory that holds a run: delete its config, state, metrics,
+    /// weights and checkpoints first (the bottleneck cache is kept and checked).
+    #[arg(long)]
+    pub overwrite: bool,
     /// cpu, cuda, cuda:N or metal.
     #[arg(long)]
     pub device: Option<String>,
@@ -69,26 +74,33 @@ pub struct Args {
     pub skip_bad: bool,
 }
 
+/// The named flags as `key=value` overrides, in front of the `--set` ones. Strings are written
+/// as TOML literals ([`toml_quote`]), so a path keeps every character it has.
 fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
-    let q = |p: &PathBuf| format!("'{}'", p.display());
     let mut o = Vec::new();
-    if let Some(p) = &a.annotations {
-        o.push(format!("annotations={}", q(p)));
-    }
-    if let Some(p) = &a.classes {
-        o.push(format!("classes={}", q(p)));
-    }
-    if let Some(p) = &a.anchors {
-        o.push(format!("anchors={}", q(p)));
-    }
-    if let Some(p) = &a.weights {
-        o.push(format!("weights={}", q(p)));
-    }
-    if let Some(p) = &a.run_dir {
-        o.push(format!("run_dir={}", q(p)));
+    let paths = [
+        ("annotations", &a.annotations),
+        ("classes", &a.classes),
+        ("anchors", &a.anchors),
+        ("weights", &a.weights),
+        ("run_dir", &a.run_dir),
+    ];
+    for (key, p) in paths {
+        if let Some(p) = p {
+            let s = p.to_str().with_context(|| {
+                format!(
+                    "--{} {p:?}: the path is not valid UTF-8, which the run's config.toml cannot hold",
+                    key.replace('_', "-")
+                )
+            })?;
+            o.push(format!("{key}={}", toml_quote(s)));
+        }
     }
     if let Some(d) = &a.device {
-        o.push(format!("device='{d}'"));
+        o.push(format!("device={}", toml_quote(d)));
+    }
+    if a.overwrite {
+        o.push("overwrite=true".into());
     }
     if a.tiny {
         o.push("tiny=true".into());
@@ -112,7 +124,10 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
         let e: usize = e
             .parse()
             .with_context(|| format!("--stop-after `{s}`: epoch"))?;
-        o.push(format!("stop_after={{ phase = '{p}', epoch = {e} }}"));
+        o.push(format!(
+            "stop_after={{ phase = {}, epoch = {e} }}",
+            toml_quote(p)
+        ));
     }
     if a.quiet {
         o.push("progress=false".into());
@@ -121,13 +136,47 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
         o.push(format!("map_every={n}"));
     }
     if let Some(m) = &a.checkpoint_monitor {
-        o.push(format!("checkpoint_monitor='{m}'"));
+        o.push(format!("checkpoint_monitor={}", toml_quote(m)));
     }
     if a.skip_bad {
         o.push("skip_bad=true".into());
     }
     o.extend(a.set.iter().cloned());
     Ok(o)
+}
+
+/// Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+const INTERRUPTED_EXIT: i32 = 130;
+
+/// The first Ctrl-C / SIGTERM asks the trainer to stop at the next step (its last completed
+/// epoch is already committed); a second one ends the process at once.
+fn install_interrupt_handler() {
+    let handler = || {
+        if yolo_train::stop_requested() {
+            eprintln!("\nsecond interrupt: quitting now");
+            std::process::exit(INTERRUPTED_EXIT);
+        }
+        eprintln!("\ninterrupt: stopping after the current step (again to quit at once)");
+        yolo_train::request_stop();
+    };
+    if let Err(e) = ctrlc::set_handler(handler) {
+        eprintln!("warning: no Ctrl-C handler ({e}); an interrupt ends the run without a message");
+    }
+}
+
+/// What an interrupted run tells the user: what is saved and how to go on.
+fn interrupted_message(dir: &str, during: &str, saved: Option<(PhaseKind, usize)>) -> String {
+    match saved {
+        Some((phase, epoch)) => format!(
+            "interrupted during {during}: the run is saved up to {phase} epoch {} ({dir}/state.json); \
+             continue with `yolo train --resume {dir}`",
+            epoch + 1
+        ),
+        None => format!(
+            "interrupted during {during}: no epoch had finished, so nothing was saved in {dir}; \
+             start again with the same command"
+        ),
+    }
 }
 
 /// Runs `yolo train`.
@@ -157,6 +206,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         Trainer::new(cfg)?
     };
+    install_interrupt_handler();
     let out = trainer.run()?;
     let dir = trainer.run_dir().display().to_string();
     match out {
@@ -170,7 +220,107 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "stopped after {phase} epoch {}; continue with `yolo train --resume {dir}`",
             epoch + 1
         ),
+        RunOutcome::Interrupted { during, saved } => {
+            eprintln!("{}", interrupted_message(&dir, &during, saved));
+            std::process::exit(INTERRUPTED_EXIT);
+        }
     }
     println!("metrics: {dir}/metrics.csv, loss plot: {dir}/loss.png");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("train").chain(argv.iter().copied()))
+            .expect("test flags parse")
+            .args
+    }
+
+    /// The configuration the flags give, after a trip through config.toml and state.json as a
+    /// run and its `--resume` make it.
+    fn through_run_files(argv: &[&str]) -> (TrainConfig, TrainConfig) {
+        let cfg = TrainConfig::load(None, &overrides(&args(argv)).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("config.toml");
+        std::fs::write(&toml, cfg.to_toml().unwrap()).unwrap();
+        let reread = TrainConfig::load(Some(&toml), &[]).unwrap();
+        yolo_train::RunState::new(reread, PhaseKind::Frozen)
+            .save(dir.path())
+            .unwrap();
+        let resumed = yolo_train::RunState::load(dir.path()).unwrap().config;
+        (cfg, resumed)
+    }
+
+    #[test]
+    fn an_apostrophe_in_a_path_is_kept_exactly() {
+        let (cfg, resumed) = through_run_files(&[
+            "--run-dir",
+            "/tmp/x/bob's run",
+            "--annotations",
+            "data/it's \"quoted\" \\ back.txt",
+        ]);
+        assert_eq!(cfg.run_dir, PathBuf::from("/tmp/x/bob's run"));
+        assert_eq!(
+            cfg.annotations,
+            PathBuf::from("data/it's \"quoted\" \\ back.txt")
+        );
+        assert_eq!(resumed, cfg);
+    }
+
+    #[test]
+    fn overwrite_flag_and_quoted_device_reach_the_config() {
+        let cfg = TrainConfig::load(
+            None,
+            &overrides(&args(&["--overwrite", "--device", "cpu"])).unwrap(),
+        )
+        .unwrap();
+        assert!(cfg.overwrite);
+        assert_eq!(cfg.device, "cpu");
+        let plain = TrainConfig::load(None, &overrides(&args(&[])).unwrap()).unwrap();
+        assert!(!plain.overwrite);
+    }
+
+    #[test]
+    fn interrupted_message_says_what_is_saved_and_how_to_resume() {
+        assert_eq!(
+            interrupted_message("runs/a b", "frozen epoch 4", Some((PhaseKind::Frozen, 2))),
+            "interrupted during frozen epoch 4: the run is saved up to frozen epoch 3 \
+             (runs/a b/state.json); continue with `yolo train --resume runs/a b`"
+        );
+        assert_eq!(
+            interrupted_message("r", "bottleneck epoch 1", None),
+            "interrupted during bottleneck epoch 1: no epoch had finished, so nothing was saved \
+             in r; start again with the same command"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any path string (quotes, backslashes, spaces, control and non-ASCII characters)
+        /// survives the flags, config.toml and the resumed state unchanged.
+        #[test]
+        fn any_path_round_trips_through_the_run_configuration(
+            run in "[^\u{0}]{1,40}",
+            ann in "[^\u{0}]{1,40}",
+        ) {
+            // clap takes a leading '-' for a flag, as a shell user would need `--run-dir=-x`.
+            let run_flag = format!("--run-dir={run}");
+            let ann_flag = format!("--annotations={ann}");
+            let (cfg, resumed) = through_run_files(&[&run_flag, &ann_flag]);
+            prop_assert_eq!(&cfg.run_dir, &PathBuf::from(&run));
+            prop_assert_eq!(&cfg.annotations, &PathBuf::from(&ann));
+            prop_assert_eq!(resumed, cfg);
+        }
+    }
 }
