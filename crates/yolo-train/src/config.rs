@@ -209,6 +209,12 @@ pub struct TrainConfig {
     /// configs, hence the serde default (off).
     #[serde(default)]
     pub skip_bad: bool,
+    /// Start over in a `run_dir` that already holds a run: its config, state, metrics, plots,
+    /// weights and checkpoints are deleted first (the bottleneck cache is kept: it is checked by
+    /// fingerprint). Off: a new run goes to the next free `run_dir2`, `run_dir3`, ... as
+    /// ultralytics does, so no stale file of an older run is ever mixed in.
+    #[serde(default)]
+    pub overwrite: bool,
     /// Seed of data order, augmentation and weight initialisation.
     pub seed: u64,
     /// Initial weights: a darknet `.weights` file or a safetensors checkpoint (loaded partially;
@@ -286,6 +292,7 @@ impl Default for TrainConfig {
             val_split: 0.1,
             split_seed: 10101,
             skip_bad: false,
+            overwrite: false,
             seed: 0,
             weights: None,
             run_dir: PathBuf::from("runs/train"),
@@ -329,6 +336,14 @@ impl TrainConfig {
         }
     }
 
+    /// Whether some enabled phase has at least one epoch to run (`epochs > initial_epoch`).
+    pub fn phases_with_epochs(&self) -> bool {
+        PhaseKind::ALL.into_iter().any(|p| {
+            let c = self.phase(p);
+            c.enabled && c.epochs > c.initial_epoch
+        })
+    }
+
     /// Mutable access to one phase.
     pub fn phase_mut(&mut self, p: PhaseKind) -> &mut PhaseConfig {
         match p {
@@ -347,7 +362,7 @@ impl TrainConfig {
             toml::Value::try_from(TrainConfig::default()).map_err(|e| cfg_err("defaults", e))?;
         if let Some(f) = file {
             let origin = f.display().to_string();
-            let text = std::fs::read_to_string(f).map_err(|e| TrainError::io(f, e))?;
+            let text = yolo_data::read_text(f)?;
             let user: toml::Value = toml::from_str(&text).map_err(|e| cfg_err(&origin, e))?;
             merge(&mut value, user);
         }
@@ -432,6 +447,12 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
         }
         (b, o) => *b = o,
     }
+}
+
+/// `value` as a TOML string literal, for a `key=value` override: every character (quotes,
+/// backslashes, spaces, non-ASCII) survives [`TrainConfig::load`] unchanged.
+pub fn toml_quote(value: &str) -> String {
+    toml::Value::String(value.to_string()).to_string()
 }
 
 fn parse_value(raw: &str) -> toml::Value {

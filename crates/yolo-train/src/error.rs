@@ -68,6 +68,10 @@ pub enum TrainError {
     /// The dataset is too small for the requested split or batch.
     #[error("dataset: {0}")]
     Dataset(String),
+    /// A stop was requested ([`crate::request_stop`]) while this work was in progress; the
+    /// trainer turns it into [`crate::RunOutcome::Interrupted`].
+    #[error("interrupted during {0}")]
+    Interrupted(String),
     /// The annotation file has errors (`yolo check-data`'s report) and `skip_bad` is off.
     #[error("{}", bad_samples_message(.0))]
     BadSamples(Box<yolo_data::CheckReport>),

@@ -31,9 +31,11 @@ pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod init;
+pub mod interrupt;
 pub mod metrics;
 pub mod plot;
 pub mod progress;
+pub mod run_dir;
 pub mod split;
 pub mod state;
 pub mod trainer;
@@ -47,10 +49,11 @@ pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerpri
 pub use callbacks::{
     CheckpointMonitor, EarlyStopping, ModelCheckpoint, MonitorMode, ReduceLrOnPlateau,
 };
-pub use config::{CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
+pub use config::{toml_quote, CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
 pub use dataset::{DataCheck, Dataset, SKIPPED_SAMPLES_FILE};
 pub use device::parse_device;
 pub use error::{Result, TrainError};
+pub use interrupt::{clear_stop, request_stop, stop_requested};
 pub use metrics::{EpochRecord, LossStats};
 pub use split::{split_train_val, Mt19937};
 pub use state::RunState;
