@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::synth;
+
 const YOLO: &str = env!("CARGO_BIN_EXE_yolo");
 
 /// Settings of the run: everything but the paths.
@@ -48,22 +51,6 @@ fn output(cmd: &mut Command) -> Output {
         .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .expect("run yolo")
-}
-
-/// The synthetic dataset `yolo synth` writes, made with the library call behind it.
-fn synth(dir: &Path) -> (PathBuf, PathBuf) {
-    let cfg = yolo_data::SynthConfig {
-        image_size: 64,
-        count: 8,
-        classes: vec![yolo_data::SynthShape::Circle, yolo_data::SynthShape::Square],
-        seed: 3,
-        min_object_size: 12,
-        max_object_size: 32,
-        max_objects: 2,
-        ..Default::default()
-    };
-    let d = yolo_data::write_synth(&cfg, dir).unwrap();
-    (d.annotation_file, d.classes_file)
 }
 
 fn train_fresh(data: &(PathBuf, PathBuf), run: &Path) -> Command {

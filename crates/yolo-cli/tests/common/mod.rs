@@ -2,7 +2,7 @@
 // Each test binary compiles this module and uses a subset of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `yolo args...` and captures its output; no backtrace is appended to printed errors
@@ -19,4 +19,21 @@ pub fn yolo(args: &[&str]) -> Output {
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
+}
+
+/// A small synthetic dataset (8 images of 64x64, two classes) as `yolo synth` writes it, made with
+/// the library call behind it; returns the annotation and classes files.
+pub fn synth(dir: &Path) -> (PathBuf, PathBuf) {
+    let cfg = yolo_data::SynthConfig {
+        image_size: 64,
+        count: 8,
+        classes: vec![yolo_data::SynthShape::Circle, yolo_data::SynthShape::Square],
+        seed: 3,
+        min_object_size: 12,
+        max_object_size: 32,
+        max_objects: 2,
+        ..Default::default()
+    };
+    let d = yolo_data::write_synth(&cfg, dir).unwrap();
+    (d.annotation_file, d.classes_file)
 }
