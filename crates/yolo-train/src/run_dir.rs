@@ -100,7 +100,11 @@ pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
     if let Some(cache) = cache_paths(dir).0.parent() {
         folders.push(cache.to_path_buf());
     }
-    folders.extend(PhaseKind::ALL.iter().map(|p| dir.join("checkpoints").join(p.name())));
+    folders.extend(
+        PhaseKind::ALL
+            .iter()
+            .map(|p| dir.join("checkpoints").join(p.name())),
+    );
     let mut removed = Vec::new();
     for f in folders {
         let Ok(entries) = std::fs::read_dir(&f) else {
@@ -139,7 +143,11 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("notes.txt"), "mine").unwrap();
         std::fs::write(d.join("config.toml"), "").unwrap();
-        assert_eq!(next_free(&d), d, "a folder without a finished epoch is used as it is");
+        assert_eq!(
+            next_free(&d),
+            d,
+            "a folder without a finished epoch is used as it is"
+        );
         std::fs::write(d.join("state.json"), "{}").unwrap();
         assert_eq!(next_free(&d), t.path().join("train2"));
         std::fs::create_dir_all(t.path().join("train2")).unwrap();

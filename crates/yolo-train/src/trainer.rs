@@ -939,7 +939,10 @@ impl Trainer {
 /// [`TrainError::Interrupted`] when a stop was requested (checked between steps).
 fn check_stop(phase: PhaseKind, epoch: usize) -> Result<()> {
     if crate::interrupt::stop_requested() {
-        return Err(TrainError::Interrupted(format!("{phase} epoch {}", epoch + 1)));
+        return Err(TrainError::Interrupted(format!(
+            "{phase} epoch {}",
+            epoch + 1
+        )));
     }
     Ok(())
 }
