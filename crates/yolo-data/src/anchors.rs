@@ -137,7 +137,7 @@ pub fn parse_anchors(text: &str, file: &Path) -> Result<Anchors, DataError> {
 
 /// Reads an anchors file (see [`parse_anchors`]).
 pub fn read_anchors(path: &Path) -> Result<Anchors, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let text = crate::read_text(path)?;
     parse_anchors(&text, path)
 }
 

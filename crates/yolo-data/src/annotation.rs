@@ -154,8 +154,10 @@ pub fn parse_annotation_line(
     }))
 }
 
-/// Parses the text of a whole annotation file (`file` names it in errors). Blank lines are skipped.
+/// Parses the text of a whole annotation file (`file` names it in errors). Blank lines are skipped,
+/// and so is a leading UTF-8 byte order mark.
 pub fn parse_annotations(text: &str, file: &Path) -> Result<Vec<Annotation>, DataError> {
+    let text = crate::strip_bom(text);
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
         if let Some(a) = parse_annotation_line(l, file, i + 1)? {
@@ -167,7 +169,9 @@ pub fn parse_annotations(text: &str, file: &Path) -> Result<Vec<Annotation>, Dat
 
 /// Reads a keras-yolo3 annotation file.
 pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let mut bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bom = bytes.len() - crate::strip_bom_bytes(&bytes).len();
+    bytes.drain(..bom);
     let text = String::from_utf8(bytes).map_err(|e| {
         let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;

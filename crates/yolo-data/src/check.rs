@@ -9,12 +9,19 @@
 //!   ([`check_annotation`], box by box);
 //! - no coordinate is negative, and no box reaches past the image's right or bottom edge (corners
 //!   are inclusive and VOC's are 1-based, so `x_max == width` is allowed);
-//! - the image exists, is not empty and decodes completely ([`load_rgb`], which catches truncated
-//!   and corrupt JPEG/PNG files). With [`CheckOptions::decode`] off only the header is read
-//!   (`image::ImageReader::into_dimensions`): much faster, but a file cut off after its header
-//!   passes;
+//! - the image exists, is not empty, is not truncated and decodes completely ([`load_rgb`], which
+//!   refuses a JPEG without its end-of-image marker and a PNG without its `IEND` chunk, and reports
+//!   corrupt data). With [`CheckOptions::decode`] off no pixel is decoded
+//!   ([`read_image_header`]): the file is still read and its structure walked, so a file cut off
+//!   anywhere is caught, but corrupt scan data or a bad PNG CRC passes;
 //! - the line is not an exact repeat of an earlier one (same tokens; a warning, since training
 //!   still works — that image just counts twice).
+//!
+//! And for the file as a whole (problems with line 0, printed `file: kind: detail`):
+//! - at least one line has a box (`no-boxes`, an error: nothing to learn);
+//! - every class occurs in some box (`unused-class`, a warning naming the class).
+//!
+//! A leading UTF-8 byte order mark is ignored.
 //!
 //! Images are checked once each, in parallel (rayon), however many lines name them.
 
@@ -24,7 +31,9 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::{check_annotation, load_rgb, parse_annotation_line, Annotation, DataError};
+use crate::{
+    check_annotation, load_rgb, parse_annotation_line, read_image_header, Annotation, DataError,
+};
 
 /// The kinds of problem [`check_dataset`] reports, in the order the summary lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,11 +54,15 @@ pub enum ProblemKind {
     NegativeValue,
     /// A line repeating an earlier line exactly (a warning).
     DuplicateLine,
+    /// No line of the file has a box (or the file has no line): an error of the whole file.
+    NoBoxes,
+    /// A class that no box uses (a warning of the whole file).
+    UnusedClass,
 }
 
 impl ProblemKind {
     /// Every kind, in summary order.
-    pub const ALL: [ProblemKind; 8] = [
+    pub const ALL: [ProblemKind; 10] = [
         ProblemKind::Malformed,
         ProblemKind::MissingImage,
         ProblemKind::UnreadableImage,
@@ -58,6 +71,8 @@ impl ProblemKind {
         ProblemKind::ClassOutOfRange,
         ProblemKind::NegativeValue,
         ProblemKind::DuplicateLine,
+        ProblemKind::NoBoxes,
+        ProblemKind::UnusedClass,
     ];
 
     /// The name printed in reports (`missing-image`).
@@ -71,12 +86,21 @@ impl ProblemKind {
             ProblemKind::ClassOutOfRange => "class-out-of-range",
             ProblemKind::NegativeValue => "negative-value",
             ProblemKind::DuplicateLine => "duplicate-line",
+            ProblemKind::NoBoxes => "no-boxes",
+            ProblemKind::UnusedClass => "unused-class",
         }
     }
 
-    /// Whether this kind makes the data unusable as is (all but duplicate lines).
+    /// Whether this kind makes the data unusable as is (all but duplicate lines and unused
+    /// classes).
     pub fn is_error(self) -> bool {
-        self != ProblemKind::DuplicateLine
+        !matches!(self, ProblemKind::DuplicateLine | ProblemKind::UnusedClass)
+    }
+
+    /// Whether this kind concerns the whole file rather than a line (reported with line 0, and
+    /// listed in the summary only when found).
+    pub fn is_file_level(self) -> bool {
+        matches!(self, ProblemKind::NoBoxes | ProblemKind::UnusedClass)
     }
 }
 
@@ -86,10 +110,10 @@ impl fmt::Display for ProblemKind {
     }
 }
 
-/// One problem found on one line.
+/// One problem found on one line (or, with line 0, in the whole file).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// 1-based line number in the annotation file.
+    /// 1-based line number in the annotation file; 0 for a problem of the whole file.
     pub line: usize,
     /// What kind of problem.
     pub kind: ProblemKind,
@@ -105,8 +129,11 @@ pub struct CheckOptions {
     pub images_root: Option<PathBuf>,
     /// Check the images at all (existence, decoding, box bounds).
     pub check_images: bool,
-    /// Decode every image completely (catches truncated files); off: read the header only.
+    /// Decode every image completely (catches corrupt data); off: read the header and walk the
+    /// file's structure only (still catches truncated files).
     pub decode: bool,
+    /// The class names, to name a class that never occurs; empty: classes are named by id only.
+    pub class_names: Vec<String>,
 }
 
 impl Default for CheckOptions {
@@ -115,6 +142,7 @@ impl Default for CheckOptions {
             images_root: None,
             check_images: true,
             decode: true,
+            class_names: Vec::new(),
         }
     }
 }
@@ -145,6 +173,14 @@ impl CheckReport {
         self.problems.iter().filter(|p| p.kind == kind).count()
     }
 
+    /// Whether an error concerns the whole file (no line has a box): dropping bad lines
+    /// (`yolo train --skip-bad`) cannot fix it.
+    pub fn has_file_errors(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.kind.is_error() && p.kind.is_file_level())
+    }
+
     /// Number of error problems (warnings excluded).
     pub fn error_count(&self) -> usize {
         self.problems.iter().filter(|p| p.kind.is_error()).count()
@@ -155,7 +191,7 @@ impl CheckReport {
     pub fn bad_lines(&self) -> BTreeSet<usize> {
         self.problems
             .iter()
-            .filter(|p| p.kind.is_error())
+            .filter(|p| p.kind.is_error() && p.line > 0)
             .map(|p| p.line)
             .collect()
     }
@@ -165,6 +201,9 @@ impl CheckReport {
     /// The report line of one problem, `file:line: kind: detail` (as [`fmt::Display`] prints it,
     /// and as `yolo train --skip-bad` lists the samples it drops).
     pub fn problem_line(&self, p: &Problem) -> String {
+        if p.line == 0 {
+            return format!("{}: {}: {}", self.file.display(), p.kind, p.detail);
+        }
         format!(
             "{}:{}: {}: {}",
             self.file.display(),
@@ -188,6 +227,9 @@ impl fmt::Display for CheckReport {
             self.lines, self.boxes, self.images
         )?;
         for kind in ProblemKind::ALL {
+            if kind.is_file_level() && self.count(kind) == 0 {
+                continue;
+            }
             let note = if kind.is_error() { "" } else { " (warning)" };
             writeln!(f, "  {:<20}{:>8}{note}", kind.name(), self.count(kind))?;
         }
@@ -227,18 +269,13 @@ fn check_image(path: &Path, decode: bool) -> ImageOutcome {
             format!("{}: empty file (0 bytes)", path.display()),
         ));
     }
-    let unreadable = |e: String| (ProblemKind::UnreadableImage, e);
+    // The errors of both paths (`DataError::Image`, `TruncatedImage`, `Io`) start with the path.
+    let unreadable = |e: DataError| (ProblemKind::UnreadableImage, e.to_string());
     if decode {
-        // `DataError::Image` and `DataError::Io` already start with the path.
-        let img = load_rgb(path).map_err(|e| unreadable(e.to_string()))?;
+        let img = load_rgb(path).map_err(unreadable)?;
         Ok(img.dimensions())
     } else {
-        let reader = image::ImageReader::open(path)
-            .and_then(|r| r.with_guessed_format())
-            .map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
-        reader
-            .into_dimensions()
-            .map_err(|e| unreadable(format!("{}: {e}", path.display())))
+        read_image_header(path).map_err(unreadable)
     }
 }
 
@@ -296,6 +333,7 @@ pub fn check_annotation_bytes(
     let mut lines = 0;
     // Image path (as written) of each line that has one, for lines that do not parse too.
     let mut line_images: Vec<(usize, String)> = Vec::new();
+    let bytes = crate::strip_bom_bytes(bytes);
 
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
@@ -401,6 +439,46 @@ pub fn check_annotation_bytes(
                     detail: format!("box `{}` has {}", b.to_token(), negative.join(", ")),
                 });
             }
+        }
+    }
+
+    // The file as a whole: something to learn, and every class used.
+    if boxes == 0 {
+        let detail = if lines == 0 {
+            "the file has no annotation line: nothing to learn".to_string()
+        } else {
+            format!(
+                "none of the {lines} lines has a box: nothing to learn (check the classes file \
+                 and the conversion: were all objects dropped as unlisted classes?)"
+            )
+        };
+        problems.push(Problem {
+            line: 0,
+            kind: ProblemKind::NoBoxes,
+            detail,
+        });
+    } else {
+        let mut used = vec![false; num_classes];
+        for b in parsed.iter().flat_map(|a| &a.boxes) {
+            if let Some(u) = used.get_mut(b.class) {
+                *u = true;
+            }
+        }
+        let named = opts.class_names.len() == num_classes;
+        for (class, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+            let detail = if named {
+                format!(
+                    "class {class} `{}` never occurs in a box: the model cannot learn it",
+                    opts.class_names[class]
+                )
+            } else {
+                format!("class {class} never occurs in a box: the model cannot learn it")
+            };
+            problems.push(Problem {
+                line: 0,
+                kind: ProblemKind::UnusedClass,
+                detail,
+            });
         }
     }
 

@@ -8,8 +8,10 @@ use crate::DataError;
 
 /// Parses the text of a classes file (`file` names it in errors). Names are trimmed. Blank lines at
 /// the end are ignored; a blank line between names is an error (it would shift every later id, where
-/// keras-yolo3 would silently make an empty class), and so is a duplicate name.
+/// keras-yolo3 would silently make an empty class), and so is a duplicate name. A leading UTF-8
+/// byte order mark is not part of the first name.
 pub fn parse_classes(text: &str, file: &Path) -> Result<Vec<String>, DataError> {
+    let text = crate::strip_bom(text);
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     let used = lines
         .iter()
@@ -42,7 +44,7 @@ pub fn parse_classes(text: &str, file: &Path) -> Result<Vec<String>, DataError> 
 
 /// Reads a classes file (see [`parse_classes`]).
 pub fn read_classes(path: &Path) -> Result<Vec<String>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let text = crate::read_text(path)?;
     parse_classes(&text, path)
 }
 

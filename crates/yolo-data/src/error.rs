@@ -128,6 +128,21 @@ pub enum DataError {
         message: String,
     },
 
+    /// A dataset conversion kept no object: every one has a class missing from the given list.
+    #[error(
+        "none of the {objects} objects has a listed class: the first unlisted names are {}; \
+         the list has {} ({}); nothing to learn",
+        quoted(unlisted), count_names(classes.len()), quoted(classes)
+    )]
+    NoListedClass {
+        /// Objects dropped.
+        objects: usize,
+        /// The class list given.
+        classes: Vec<String>,
+        /// The first distinct names met that are not in the list.
+        unlisted: Vec<String>,
+    },
+
     /// A COCO instances JSON file is malformed or inconsistent.
     #[error("{}: {message}", file.display())]
     Coco {
@@ -144,6 +159,18 @@ pub enum DataError {
         path: PathBuf,
         /// The codec's error.
         message: String,
+    },
+
+    /// An image file ends before its format's end marker: a JPEG without its end-of-image marker
+    /// `FF D9`, a PNG without its `IEND` chunk (a cut-off download or copy).
+    #[error("{}: image is truncated ({bytes} bytes): {reason}", path.display())]
+    TruncatedImage {
+        /// The image file.
+        path: PathBuf,
+        /// The file's length in bytes.
+        bytes: usize,
+        /// Where the data ends.
+        reason: String,
     },
 
     /// k-means was asked for more clusters than there are boxes, or for none.
@@ -208,5 +235,23 @@ impl DataError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Names quoted with escapes, so that invisible characters (a byte order mark) show: `"a", "b"`;
+/// at most 10, then `...`.
+fn quoted(names: &[String]) -> String {
+    let mut s: Vec<String> = names.iter().take(10).map(|n| format!("{n:?}")).collect();
+    if names.len() > 10 {
+        s.push("...".into());
+    }
+    s.join(", ")
+}
+
+fn count_names(n: usize) -> String {
+    if n == 1 {
+        "1 name".into()
+    } else {
+        format!("{n} names")
     }
 }

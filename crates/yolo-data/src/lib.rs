@@ -18,6 +18,28 @@
 //! assert_eq!(Anchors::yolo_default().layer(0), vec![[116.0, 90.0], [156.0, 198.0], [373.0, 326.0]]);
 //! ```
 
+/// The UTF-8 byte order mark some Windows editors put at the start of a text file.
+pub const UTF8_BOM: char = '\u{feff}';
+
+/// `text` without a leading UTF-8 byte order mark (Notepad's "UTF-8 with BOM").
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix(UTF8_BOM).unwrap_or(text)
+}
+
+/// `bytes` without a leading UTF-8 byte order mark (`EF BB BF`).
+pub fn strip_bom_bytes(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+/// Reads a UTF-8 text file without its leading byte order mark, if any; errors name the file.
+pub fn read_text(path: &std::path::Path) -> Result<String, DataError> {
+    let mut text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    if text.starts_with(UTF8_BOM) {
+        text.drain(..UTF8_BOM.len_utf8());
+    }
+    Ok(text)
+}
+
 mod anchors;
 mod annotation;
 mod augment;
@@ -51,7 +73,10 @@ pub use check::{
 pub use classes::{parse_classes, read_classes, write_classes};
 pub use coco::{convert_coco, parse_coco, CocoDataset, CocoOptions};
 pub use error::DataError;
-pub use image_io::{decode_rgb, load_rgb};
+pub use image_io::{
+    check_complete, decode_rgb, image_dimensions, load_rgb, read_image_header,
+    DEFAULT_MAX_IMAGE_MIB, MAX_IMAGE_MIB_VAR,
+};
 pub use input_shape::InputShape;
 pub use kmeans::{
     avg_iou, box_wh, image_sizes, kmeans_anchors, kmeans_from_indices, letterboxed_box_wh, wh_iou,
@@ -67,4 +92,5 @@ pub use synth::{
 pub use true_boxes::{preprocess_true_boxes, YTrue};
 pub use voc::{
     convert_voc, parse_voc_xml, voc_layout, VocDataset, VocObject, VocOptions, VocRecord,
+    UNLISTED_NAMES_KEPT,
 };

@@ -38,7 +38,12 @@ pub struct VocDataset {
     pub skipped_difficult: usize,
     /// Objects left out because their class is not in the given list.
     pub skipped_unknown_class: usize,
+    /// The first distinct names (at most [`UNLISTED_NAMES_KEPT`]) of those objects, in the order met.
+    pub unlisted_names: Vec<String>,
 }
+
+/// How many distinct unlisted class names [`VocDataset::unlisted_names`] keeps.
+pub const UNLISTED_NAMES_KEPT: usize = 5;
 
 /// One `<object>` of a VOC XML file.
 #[derive(Clone, Debug, PartialEq)]
@@ -188,7 +193,7 @@ pub fn voc_layout(root: &Path) -> (PathBuf, PathBuf) {
 
 fn list_xml(dir: &Path, opts: &VocOptions) -> Result<Vec<PathBuf>, DataError> {
     if let Some(set) = &opts.image_set {
-        let text = std::fs::read_to_string(set).map_err(|e| DataError::io(set, e))?;
+        let text = crate::read_text(set)?;
         // VOC image-set files may carry a second column (`id  1`) in the per-class lists.
         return Ok(text
             .lines()
@@ -216,7 +221,7 @@ pub fn convert_voc(root: &Path, opts: &VocOptions) -> Result<VocDataset, DataErr
     let files = list_xml(&ann_dir, opts)?;
     let mut records = Vec::with_capacity(files.len());
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| DataError::io(f, e))?;
+        let text = crate::read_text(f)?;
         records.push((f, parse_voc_xml(&text, f)?));
     }
     let keep = |o: &VocObject| opts.include_difficult || !o.difficult;
@@ -239,6 +244,7 @@ pub fn convert_voc(root: &Path, opts: &VocOptions) -> Result<VocDataset, DataErr
         classes,
         skipped_difficult: 0,
         skipped_unknown_class: 0,
+        unlisted_names: Vec::new(),
     };
     for (i, (f, r)) in records.into_iter().enumerate() {
         let filename = r.filename.unwrap_or_else(|| {
@@ -256,6 +262,11 @@ pub fn convert_voc(root: &Path, opts: &VocOptions) -> Result<VocDataset, DataErr
             }
             let Some(class) = out.classes.iter().position(|c| *c == o.name) else {
                 out.skipped_unknown_class += 1;
+                if out.unlisted_names.len() < UNLISTED_NAMES_KEPT
+                    && !out.unlisted_names.contains(&o.name)
+                {
+                    out.unlisted_names.push(o.name.clone());
+                }
                 continue;
             };
             let [x_min, y_min, x_max, y_max] = o.bbox;
@@ -271,6 +282,14 @@ pub fn convert_voc(root: &Path, opts: &VocOptions) -> Result<VocDataset, DataErr
             path: img_dir.join(filename),
             boxes,
             line: i + 1,
+        });
+    }
+    let kept = out.annotations.iter().map(|a| a.boxes.len()).sum::<usize>();
+    if kept == 0 && out.skipped_unknown_class > 0 {
+        return Err(DataError::NoListedClass {
+            objects: out.skipped_unknown_class,
+            classes: out.classes,
+            unlisted: out.unlisted_names,
         });
     }
     Ok(out)

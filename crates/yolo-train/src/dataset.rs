@@ -85,15 +85,30 @@ pub const SKIPPED_SAMPLES_FILE: &str = "skipped_samples.txt";
 /// Returns the good lines in file order.
 fn checked_annotations(
     cfg: &TrainConfig,
-    num_classes: usize,
+    class_names: &[String],
 ) -> Result<(Vec<Annotation>, DataCheck)> {
+    let num_classes = class_names.len();
     let start = Instant::now();
     let file = &cfg.annotations;
     let bytes = std::fs::read(file).map_err(|e| TrainError::io(file, e))?;
     // Image paths as written (relative to the working directory), as the loaders open them;
     // every image decoded (in parallel).
-    let report = check_annotation_bytes(&bytes, file, num_classes, &CheckOptions::default());
+    let opts = CheckOptions {
+        class_names: class_names.to_vec(),
+        ..CheckOptions::default()
+    };
+    let report = check_annotation_bytes(&bytes, file, num_classes, &opts);
     let seconds = start.elapsed().as_secs_f64();
+    // A file without a single box cannot be fixed by dropping lines.
+    if report.has_file_errors() {
+        let msg: Vec<String> = report
+            .problems
+            .iter()
+            .filter(|p| p.kind.is_error() && p.kind.is_file_level())
+            .map(|p| report.problem_line(p))
+            .collect();
+        return Err(TrainError::Dataset(msg.join("\n")));
+    }
     if report.has_errors() && !cfg.skip_bad {
         return Err(TrainError::BadSamples(Box::new(report)));
     }
@@ -142,7 +157,7 @@ impl Dataset {
     /// same filter, gets the same split) and lists them in `RUN_DIR/skipped_samples.txt`.
     pub fn load(cfg: &TrainConfig) -> Result<Dataset> {
         let classes = read_classes(&cfg.classes)?;
-        let (lines, check) = checked_annotations(cfg, classes.len())?;
+        let (lines, check) = checked_annotations(cfg, &classes)?;
         let anchors = match &cfg.anchors {
             Some(p) => read_anchors(p)?,
             None if cfg.tiny => Anchors::tiny_default(),

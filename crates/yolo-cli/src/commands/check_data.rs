@@ -17,7 +17,8 @@ pub struct Args {
     /// `yolo train` does).
     #[arg(long, value_name = "DIR")]
     pub images_root: Option<PathBuf>,
-    /// Read only each image's header (fast; misses files truncated after the header).
+    /// Decode no pixel: read each image's header and walk its structure (fast; still catches
+    /// truncated files, misses corrupt scan data and bad PNG checksums).
     #[arg(long)]
     pub header_only: bool,
     /// Check the lines only, not the images.
@@ -27,18 +28,20 @@ pub struct Args {
 
 /// Prints one line per problem and a summary; fails when there is an error (not a warning).
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let num_classes = match a.classes.parse::<usize>() {
-        Ok(n) => n,
-        Err(_) => read_classes(std::path::Path::new(&a.classes))
-            .map_err(|e| {
+    let (num_classes, class_names) = match a.classes.parse::<usize>() {
+        Ok(n) => (n, Vec::new()),
+        Err(_) => {
+            let names = read_classes(std::path::Path::new(&a.classes)).map_err(|e| {
                 anyhow::anyhow!("--classes is neither a number nor a readable classes file: {e}")
-            })?
-            .len(),
+            })?;
+            (names.len(), names)
+        }
     };
     let opts = CheckOptions {
         images_root: a.images_root,
         check_images: !a.no_images,
         decode: !a.header_only,
+        class_names,
     };
     let report = check_dataset(&a.annotations, num_classes, &opts)?;
     println!("{report}");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use yolo_data::{convert_voc, read_classes, VocOptions};
+use yolo_data::{convert_voc, read_classes, DataError, VocOptions};
 
 /// Converts VOC XML annotations to `path x_min,y_min,x_max,y_max,class ...` lines.
 #[derive(clap::Args, Debug)]
@@ -47,8 +47,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         annotations_dir: a.annotations_dir,
         images_dir: a.images_dir,
     };
-    let d = convert_voc(&a.root, &opts)
-        .with_context(|| format!("converting VOC folder {}", a.root.display()))?;
+    let d = match convert_voc(&a.root, &opts) {
+        Ok(d) => d,
+        // Name the classes file: it is what the names failed to match.
+        Err(e @ DataError::NoListedClass { .. }) => match &a.classes {
+            Some(c) => anyhow::bail!(
+                "{}: {e} (converting VOC folder {})",
+                c.display(),
+                a.root.display()
+            ),
+            None => anyhow::bail!("converting VOC folder {}: {e}", a.root.display()),
+        },
+        Err(e) => {
+            return Err(e).with_context(|| format!("converting VOC folder {}", a.root.display()))
+        }
+    };
     super::dataset_out::write_converted(&a.out, a.classes_out, &d.annotations, &d.classes)?;
     if d.skipped_difficult + d.skipped_unknown_class > 0 {
         println!(
