@@ -80,6 +80,10 @@ fn check_report(report: &Value, fx: &Value) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn eval_detections_against_coco_instances_json_matches_the_fixture() {
     let Some(p) = shared_path("fixtures/map/random_50img_3cls.json") else {
         return;
@@ -122,6 +126,10 @@ fn eval_detections_against_coco_instances_json_matches_the_fixture() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn eval_detections_against_annotation_file_with_file_name_ids() {
     let Some(p) = shared_path("fixtures/map/missed_duplicates.json") else {
         return;
@@ -332,6 +340,71 @@ fn detect_draws_images_and_writes_coco_results_with_a_tiny_model() {
         assert!(r["category_id"].as_i64().unwrap() < 2);
         assert_eq!(r["bbox"].as_array().unwrap().len(), 4);
         assert!(r["score"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn detect_skips_an_unreadable_image_finishes_the_rest_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, classes, anchors) = tiny_model_files(dir.path());
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    for name in ["a.png", "c.png"] {
+        image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 9]))
+            .save(imgs.join(name))
+            .unwrap();
+    }
+    std::fs::write(imgs.join("b.jpg"), b"not a jpeg").unwrap();
+    let out = dir.path().join("out");
+    let common = |extra: &[&str]| {
+        let mut c = yolo();
+        c.args([
+            "detect",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--classes",
+            classes.to_str().unwrap(),
+            "--anchors",
+            anchors.to_str().unwrap(),
+            "--tiny",
+            "--input-size",
+            "64",
+        ])
+        .args(extra)
+        .args([imgs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        c.output().unwrap()
+    };
+    let o = common(&["--batch-size", "3"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let bad = imgs.join("b.jpg");
+    assert!(
+        err.contains(&format!("skipped: {}", bad.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "1 of 3 images could not be read: {}",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(out.join("a.png").is_file() && out.join("c.png").is_file());
+    assert!(!out.join("b.png").exists());
+    assert!(out.join("detections.json").is_file());
+
+    for (flag, value, why) in [
+        ("--batch-size", "0", "0 is not in 1.."),
+        ("--score", "5", "5 is not in [0, 1]"),
+        ("--iou", "1.5", "1.5 is not in [0, 1]"),
+    ] {
+        let o = common(&[flag, value]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("invalid value '{value}' for '{flag}")) && err.contains(why),
+            "{err}"
+        );
     }
 }
 

@@ -29,16 +29,16 @@ pub struct Args {
     #[arg(long, default_value_t = 416)]
     pub input_size: usize,
     /// Score threshold (objectness x class probability).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = super::unit_interval)]
     pub score: f32,
     /// IoU threshold of the per-class non-max suppression.
-    #[arg(long, default_value_t = 0.45)]
+    #[arg(long, default_value_t = 0.45, value_parser = super::unit_interval)]
     pub iou: f32,
     /// Most boxes kept per class.
     #[arg(long, default_value_t = 20)]
     pub max_boxes: usize,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
     /// Device: cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
@@ -193,13 +193,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut results = Vec::with_capacity(images.len());
     let mut used_names = std::collections::HashSet::new();
-    for chunk in images.chunks(args.batch_size.max(1)) {
-        let loaded = chunk
-            .iter()
-            .map(|p| yolo_data::load_rgb(p))
-            .collect::<Result<Vec<_>, _>>()?;
+    // An unreadable image is reported and left out; the others are still detected and written.
+    let mut unreadable = Vec::new();
+    for chunk in images.chunks(args.batch_size) {
+        let mut paths = Vec::with_capacity(chunk.len());
+        let mut loaded = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            match yolo_data::load_rgb(p) {
+                Ok(img) => {
+                    paths.push(p);
+                    loaded.push(img);
+                }
+                Err(e) => {
+                    eprintln!("skipped: {e}");
+                    unreadable.push(p.display().to_string());
+                }
+            }
+        }
+        if loaded.is_empty() {
+            continue;
+        }
         let dets = detector.detect(&loaded)?;
-        for ((path, mut img), d) in chunk.iter().zip(loaded).zip(dets) {
+        for ((path, mut img), d) in paths.into_iter().zip(loaded).zip(dets) {
             draw_detections(&mut img, &d, &model.classes);
             let stem = path
                 .file_stem()
@@ -227,5 +242,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&json_path, text)
         .with_context(|| format!("{}: cannot write", json_path.display()))?;
     println!("wrote {}", json_path.display());
+    if !unreadable.is_empty() {
+        anyhow::bail!(
+            "{} of {} images could not be read: {}",
+            unreadable.len(),
+            images.len(),
+            unreadable.join(", ")
+        );
+    }
     Ok(())
 }

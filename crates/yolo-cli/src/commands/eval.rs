@@ -46,16 +46,16 @@ pub struct Args {
     #[arg(long, default_value_t = 416)]
     pub input_size: usize,
     /// Score threshold in model mode (low: mAP needs the whole ranking).
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = 0.001, value_parser = super::unit_interval)]
     pub score: f32,
     /// IoU threshold of the per-class NMS in model mode.
-    #[arg(long, default_value_t = 0.45)]
+    #[arg(long, default_value_t = 0.45, value_parser = super::unit_interval)]
     pub iou: f32,
     /// Most boxes per class and image in model mode.
     #[arg(long, default_value_t = 100)]
     pub max_boxes: usize,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
     /// Device: cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
