@@ -22,5 +22,51 @@ fn main() -> anyhow::Result<()> {
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
     let cli = commands::Cli::parse();
-    commands::run(cli)
+    if let Err(e) = commands::run(cli) {
+        eprint!("{}", error_report(&e));
+        let bt = e.backtrace();
+        if bt.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("\nStack backtrace:\n{bt}");
+        }
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The error as anyhow prints it (`Error: ...`, then `Caused by:`), less the causes whose text
+/// an earlier line already holds: the crates' I/O errors name the file and include the OS error,
+/// which is also their source, so it would otherwise be printed twice.
+fn error_report(e: &anyhow::Error) -> String {
+    let mut shown = vec![e.to_string()];
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.iter().any(|s| s.contains(&text)) {
+            shown.push(text);
+        }
+    }
+    let mut out = format!("Error: {}\n", shown[0]);
+    if shown.len() > 1 {
+        out.push_str("\nCaused by:\n");
+        for c in &shown[1..] {
+            out.push_str(&format!("    {c}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone (os error 2)");
+        let e = anyhow::Error::new(io).context("a.txt: gone (os error 2)");
+        assert_eq!(error_report(&e), "Error: a.txt: gone (os error 2)\n");
+        let e = anyhow::anyhow!("inner detail").context("outer");
+        assert_eq!(
+            error_report(&e),
+            "Error: outer\n\nCaused by:\n    inner detail\n"
+        );
+    }
 }

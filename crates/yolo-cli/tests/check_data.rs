@@ -39,7 +39,9 @@ fn bad_file_prints_every_problem_and_summary_and_exits_with_status_1() {
     let stdout = String::from_utf8_lossy(&out.stdout).replace(&root, "ROOT");
     assert_eq!(
         stdout,
-        "ROOT/train.txt:2: unreadable-image: ROOT/cut.png: unexpected end of file\n\
+        "ROOT/train.txt: unused-class: class 1 never occurs in a box: the model cannot learn it\n\
+         ROOT/train.txt:2: unreadable-image: ROOT/cut.png: image is truncated (147 bytes): the PNG \
+         data ends inside its IDAT chunk (135 bytes short), before its IEND chunk\n\
          ROOT/train.txt:3: malformed: bad box token `1,2,3,x,0`: `x` is not a number\n\
          ROOT/train.txt:4: unreadable-image: ROOT/zero.png: empty file (0 bytes)\n\
          ROOT/train.txt:5: outside-image: box `5,5,41,9,2` is outside the 40x30 image \
@@ -56,7 +58,8 @@ fn bad_file_prints_every_problem_and_summary_and_exits_with_status_1() {
          \x20 class-out-of-range         1\n\
          \x20 negative-value             0\n\
          \x20 duplicate-line             1 (warning)\n\
-         \x20 5 errors, 1 warnings\n"
+         \x20 unused-class               1 (warning)\n\
+         \x20 5 errors, 2 warnings\n"
     );
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&root, "ROOT");
     assert_eq!(stderr, "Error: ROOT/train.txt: 5 errors on 4 lines\n");
@@ -68,8 +71,8 @@ fn clean_file_with_a_classes_file_exits_0() {
     images(dir.path());
     let ann = dir.path().join("train.txt");
     let good = dir.path().join("good.png");
-    // Absolute paths, and a duplicate line: a warning only.
-    let line = format!("{} 0,0,40,30,1\n", good.display());
+    // Absolute paths, both classes used, and a duplicate line: a warning only.
+    let line = format!("{} 0,0,40,30,1 2,2,20,20,0\n", good.display());
     std::fs::write(&ann, format!("{line}{line}")).unwrap();
     let classes = dir.path().join("classes.txt");
     std::fs::write(&classes, "cat\ndog\n").unwrap();
@@ -92,8 +95,7 @@ fn unusable_arguments_fail_with_a_message() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
-            "Error: {}: No such file or directory (os error 2)\n\n\
-             Caused by:\n    No such file or directory (os error 2)\n",
+            "Error: {}: No such file or directory (os error 2)\n",
             ann.display()
         )
     );
