@@ -87,7 +87,14 @@ pub(crate) fn write_atomic(
         .into_owned();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {
+        // The permissions a plain new file gets (0666 less the umask). safetensors writes
+        // through a private temporary file (0600) renamed over `tmp`, so they are put back.
+        let perm = std::fs::File::create(&tmp)
+            .and_then(|f| f.metadata())
+            .map_err(|e| ModelError::io(&tmp, e))?
+            .permissions();
         write(&tmp)?;
+        std::fs::set_permissions(&tmp, perm).map_err(|e| ModelError::io(&tmp, e))?;
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&tmp)

@@ -310,3 +310,20 @@ fn darknet53_backbone_floats_equal_the_darknet53_conv_74_size() {
     assert_eq!(20 + 4 * floats, 162_482_580);
     assert!(table[52..].iter().all(|c| !c.name.starts_with("backbone.")));
 }
+
+/// A checkpoint gets the permissions of any new file (0666 less the umask), not the 0600 of the
+/// safetensors writer's private temporary file.
+#[cfg(unix)]
+#[test]
+fn checkpoints_get_the_permissions_of_a_plain_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (vm, _) = build(&YoloConfig::tiny(1));
+    let ckpt = dir.path().join("w.safetensors");
+    save_checkpoint(&vm, &ckpt).unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&ckpt), mode(&plain));
+    assert_ne!(mode(&plain), 0o600, "the test needs a umask other than 077");
+}
