@@ -204,5 +204,5 @@ pub fn parse_coco_results(
 pub fn read_coco_results(path: &Path, gt: &LoadedGroundTruth) -> Result<Vec<ScoredBox>> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
     let text = yolo_data::strip_bom(&text);
-    parse_coco_results(&text, path, gt)
+    parse_coco_results(text, path, gt)
 }

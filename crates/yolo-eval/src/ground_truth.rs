@@ -116,7 +116,7 @@ pub fn read_voc_ground_truth(dir: &Path, classes: &[String]) -> Result<LoadedGro
         let id = i as u64 + 1;
         let text = std::fs::read_to_string(file).map_err(|e| EvalError::io(file, e))?;
         let text = yolo_data::strip_bom(&text);
-        parse_voc_xml(&text, file, id, classes, &mut set)?;
+        parse_voc_xml(text, file, id, classes, &mut set)?;
     }
     Ok(LoadedGroundTruth::with_identity_categories(set))
 }
@@ -209,7 +209,7 @@ fn num(v: &Value, path: &Path, what: &str) -> Result<f64> {
 pub fn read_coco_instances(path: &Path) -> Result<LoadedGroundTruth> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
     let text = yolo_data::strip_bom(&text);
-    let j: Value = serde_json::from_str(&text)
+    let j: Value = serde_json::from_str(text)
         .map_err(|e| EvalError::parse(path, Some(e.line()), format!("invalid JSON: {e}")))?;
     let arr = |key: &str| -> Result<&Vec<Value>> {
         j[key]

@@ -333,7 +333,7 @@ pub fn load_darknet_weights_with_cfg(
     let text = std::fs::read_to_string(cfg_path).map_err(|e| ModelError::io(cfg_path, e))?;
     // A leading UTF-8 byte order mark (Windows editors) is not part of the first section name.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let sections = parse_cfg(&text, cfg_path)?;
+    let sections = parse_cfg(text, cfg_path)?;
     let convs = cfg_convs(&sections, cfg_path)?;
     check_cfg_matches(cfg, &convs, cfg_path)?;
     load_darknet_weights(varmap, cfg, weights_path)
