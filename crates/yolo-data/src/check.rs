@@ -570,15 +570,27 @@ mod tests {
     #[test]
     fn class_out_of_range_and_empty_box_are_both_reported() {
         let r = report("a.jpg 5,2,5,4,7\n", 3);
-        let kinds: Vec<_> = r.problems.iter().map(|p| p.kind).collect();
+        let (file, line): (Vec<&Problem>, Vec<&Problem>) =
+            r.problems.iter().partition(|p| p.kind.is_file_level());
+        let kinds: Vec<_> = line.iter().map(|p| p.kind).collect();
         assert_eq!(
             kinds,
             vec![ProblemKind::EmptyBox, ProblemKind::ClassOutOfRange]
         );
         assert_eq!(
-            r.problems[0].detail,
+            line[0].detail,
             "box `5,2,5,4,7` is empty: x_max 5 is not greater than x_min 5"
         );
+        // No box of a valid class: each of the 3 classes is reported unused, as a warning.
+        let details: Vec<&str> = file.iter().map(|p| p.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            [0, 1, 2]
+                .map(|k| format!("class {k} never occurs in a box: the model cannot learn it"))
+        );
+        assert!(file
+            .iter()
+            .all(|p| p.kind == ProblemKind::UnusedClass && p.line == 0));
     }
 
     #[test]

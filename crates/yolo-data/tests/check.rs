@@ -103,8 +103,9 @@ fn every_kind_of_bad_input_is_reported_with_file_line_and_exact_message() {
         "ROOT/train.txt:3: malformed: bad box token `1,2,3`: expected 5 comma-separated values \
          x_min,y_min,x_max,y_max,class, found 3"
             .into(),
-        "ROOT/train.txt:4: unreadable-image: ROOT/trunc.jpg: Format error decoding Jpeg: I/O \
-         errors Not enough bytes, expected 162 but found 131"
+        "ROOT/train.txt:4: unreadable-image: ROOT/trunc.jpg: image is truncated (578 bytes): the \
+         JPEG data ends inside a marker segment (FF C4) that needs 31 more bytes, before its \
+         end-of-image marker FF D9"
             .into(),
         "ROOT/train.txt:5: unreadable-image: ROOT/corrupt.jpg: Format error decoding Jpeg: Error \
          parsing SOF segment. Reason:Length of start of frame differs from expected 263,value is 2"
@@ -135,7 +136,9 @@ fn every_kind_of_bad_input_is_reported_with_file_line_and_exact_message() {
             .into(),
         "ROOT/train.txt:12: negative-value: box `-3,2,10,-1,0` has x_min -3, y_max -1".into(),
         "ROOT/train.txt:13: duplicate-line: same as line 1".into(),
-        "ROOT/train.txt:15: unreadable-image: ROOT/trunc.png: unexpected end of file".into(),
+        "ROOT/train.txt:15: unreadable-image: ROOT/trunc.png: image is truncated (1899 bytes): the \
+         PNG data ends inside its IDAT chunk (1887 bytes short), before its IEND chunk"
+            .into(),
         "ROOT/train.txt:16: unreadable-image: ROOT/folder.jpg: not a regular file".into(),
         format!(
             "ROOT/train.txt:17: malformed: {} boxes on one line, at most {n} are accepted",
@@ -184,19 +187,20 @@ fn a_clean_file_has_no_problems_and_duplicates_are_only_warnings() {
 }
 
 #[test]
-fn header_only_mode_misses_a_png_cut_after_its_header_but_full_decoding_catches_it() {
+fn header_only_mode_catches_a_png_cut_after_its_header_as_full_decoding_does() {
     let f = fixture();
     let full = run(&f, "trunc.png 1,2,3,4,0\n", 1, true);
     assert_eq!(full.bad_lines().into_iter().collect::<Vec<_>>(), vec![1]);
     let header = run(&f, "trunc.png 1,2,3,4,0\n", 1, false);
-    assert!(!header.has_errors(), "{header}");
+    assert_eq!(header.bad_lines().into_iter().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(header.problems[0].detail, full.problems[0].detail);
     // Header-only still sees the size, so box bounds are checked.
-    let header = run(&f, "trunc.png 1,2,65,4,0\n", 1, false);
+    let header = run(&f, "good.png 1,2,65,4,0\n", 1, false);
     assert_eq!(
         header.problems[0].detail,
         format!(
             "box `1,2,65,4,0` is outside the 64x48 image {}: x_max 65 > width 64",
-            f.root.join("trunc.png").display()
+            f.root.join("good.png").display()
         )
     );
     // And it still rejects what has no valid header.
