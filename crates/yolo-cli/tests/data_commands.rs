@@ -91,6 +91,10 @@ fn synth_writes_a_deterministic_dataset() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "datasets/raccoon",
+    ignore = "needs shared/datasets/raccoon (absent)"
+)]
 fn voc2txt_then_anchors_on_raccoon() {
     let Some(root) = shared_path("datasets/raccoon") else {
         return;

@@ -16,6 +16,10 @@ fn wh(v: &serde_json::Value) -> Vec<[i64; 2]> {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "datasets/raccoon",
+    ignore = "needs shared/datasets/raccoon (absent)"
+)]
 fn raccoon_gives_200_lines_and_217_boxes() {
     let Some(root) = shared_path("datasets/raccoon") else {
         return;
@@ -49,6 +53,14 @@ fn raccoon_gives_200_lines_and_217_boxes() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
+#[cfg_attr(
+    shared_missing = "datasets/raccoon",
+    ignore = "needs shared/datasets/raccoon (absent)"
+)]
 fn raccoon_box_sizes_match_kmeans_fixture() {
     let Some(root) = shared_path("datasets/raccoon") else {
         return;

@@ -74,6 +74,10 @@ fn sorted(mut b: Vec<BoxLabel>) -> Vec<[f32; 5]> {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn letterbox_boxes_exact_for_all_cases() {
     for name in CASES {
         let Some(c) = load_case(name) else { return };
@@ -132,6 +136,10 @@ fn letterbox_boxes_exact_for_all_cases() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn letterbox_image_bit_exact_from_pillow_decoded_originals() {
     let mut checked = 0;
     for name in CASES {
@@ -206,6 +214,14 @@ fn letterbox_image_bit_exact_from_pillow_decoded_originals() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
+#[cfg_attr(
+    shared_missing = "datasets/raccoon",
+    ignore = "needs shared/datasets/raccoon (absent)"
+)]
 fn letterbox_image_from_our_jpeg_decode_within_tolerance() {
     for name in CASES {
         let Some(c) = load_case(name) else { return };

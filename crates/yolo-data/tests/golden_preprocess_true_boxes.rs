@@ -72,26 +72,46 @@ fn check_case(case: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn preprocess_true_boxes_416x416_yolo_c3() {
     check_case("pre_416x416_yolo_c3");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn preprocess_true_boxes_320x416_yolo_c3_non_square() {
     check_case("pre_320x416_yolo_c3");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn preprocess_true_boxes_320x416_tiny_c80() {
     check_case("pre_320x416_tiny_c80");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn preprocess_true_boxes_416x416_tiny_c3() {
     check_case("pre_416x416_tiny_c3");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn preprocess_true_boxes_quirks_rank_among_valid_rows() {
     check_case("pre_quirks_256x256_yolo_c3");
 }

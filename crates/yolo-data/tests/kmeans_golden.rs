@@ -14,6 +14,10 @@ fn wh(v: &serde_json::Value) -> Vec<[i64; 2]> {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn kmeans_py_runs_reproduced_exactly_from_init_indices() {
     let Some(p) = keras_fixture("kmeans/kmeans_raccoon.json") else {
         return;
@@ -57,6 +61,10 @@ fn kmeans_py_runs_reproduced_exactly_from_init_indices() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn own_seeded_start_reaches_keras_best_run() {
     let Some(p) = keras_fixture("kmeans/kmeans_raccoon.json") else {
         return;

@@ -12,6 +12,10 @@ use yolo_testutil::{keras_fixture, nhwc_to_nchw, read_tensors};
 /// `yolo_eval` result: the image size reaches `yolo_correct_boxes` as (h, w), for every image of a
 /// batch.
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn detector_passes_each_image_size_to_yolo_eval() {
     let Some(p) = keras_fixture("decode/eval_416x416_yolo_c3_img417x650.safetensors") else {
         return;

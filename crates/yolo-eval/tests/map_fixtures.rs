@@ -248,42 +248,74 @@ fn run_case(name: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_perfect() {
     run_case("perfect.json");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_missed_duplicates() {
     run_case("missed_duplicates.json");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_iou_threshold_edges() {
     run_case("iou_threshold_edges.json");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_multiclass_sizes() {
     run_case("multiclass_sizes.json");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_difficult_crowd() {
     run_case("difficult_crowd.json");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_ties_maxdets() {
     run_case("ties_maxdets.json");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_random_50img_3cls() {
     run_case("random_50img_3cls.json");
 }
 
 /// Every file in the folder is covered by a test above.
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/map",
+    ignore = "needs shared/fixtures/map (absent)"
+)]
 fn map_fixture_folder_has_no_untested_case() {
     let Some(dir) = shared_path("fixtures/map") else {
         return;

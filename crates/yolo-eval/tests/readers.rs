@@ -186,6 +186,10 @@ fn coco_instances_map_category_ids_and_results_by_int_id() {
 /// The raccoon dataset's 200 VOC files (`annotations/` folder): every object read, and detections
 /// equal to the ground truth score 1.
 #[test]
+#[cfg_attr(
+    shared_missing = "datasets/raccoon",
+    ignore = "needs shared/datasets/raccoon (absent)"
+)]
 fn raccoon_voc_folder_reads_all_objects() {
     let Some(dir) = yolo_testutil::shared_path("datasets/raccoon") else {
         return;

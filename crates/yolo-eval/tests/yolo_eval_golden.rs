@@ -61,16 +61,28 @@ fn correct_case(name: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_correct_boxes_matches_keras_416_landscape() {
     correct_case("correct_416x416_img417x650");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_correct_boxes_matches_keras_320x416_portrait() {
     correct_case("correct_320x416_img533x400");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_correct_boxes_rounds_half_to_even_like_keras() {
     correct_case("correct_416x416_img101x832_halfround");
 }
@@ -133,16 +145,28 @@ fn eval_case(name: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_eval_matches_keras_yolov3_3_classes() {
     eval_case("eval_416x416_yolo_c3_img417x650");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_eval_matches_keras_tiny_80_classes_max_boxes_3() {
     eval_case("eval_320x416_tiny_c80_img417x650");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_eval_pre_nms_boxes_and_scores_match_keras() {
     let name = "eval_416x416_yolo_c3_img417x650";
     let Some((outputs, anchors, image_hw, num_classes, _, t)) = eval_inputs(name) else {

@@ -49,11 +49,19 @@ fn check_head(case: &str, num_classes: usize) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_head_matches_keras_on_non_square_320x416_layer1() {
     check_head("head_320x416_l1_yolo_c3", 3);
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_head_matches_keras_on_tiny_416x416_layer0_80_classes() {
     check_head("head_416x416_l0_tiny_c80", 80);
 }

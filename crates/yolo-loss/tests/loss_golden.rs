@@ -145,26 +145,46 @@ fn both(case: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_loss_matches_keras_416x416_yolo_c3_with_empty_image() {
     both("loss_416x416_yolo_c3");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_loss_matches_keras_320x416_yolo_c3_non_square() {
     both("loss_320x416_yolo_c3");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_loss_matches_keras_320x416_tiny_c80() {
     both("loss_320x416_tiny_c80");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_loss_matches_keras_416x416_tiny_c3_ignore_thresh_0_7() {
     both("loss_416x416_tiny_c3");
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_loss_matches_keras_engineered_ignore_mask_case() {
     both("loss_320x416_yolo_c3_ignore");
 }

@@ -132,6 +132,10 @@ fn one_class_tiny_weights_into_an_eighty_class_model_load_the_body_too() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn keras_fixture_random_c80_weights_into_three_classes_match_the_eighty_class_import() {
     let Some(file) = keras_fixture("tiny_yolo_forward/yolov3-tiny_random_c80.weights") else {
         return;

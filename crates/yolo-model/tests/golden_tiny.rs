@@ -34,6 +34,10 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn tiny_yolo_body_matches_keras_forward_on_random_darknet_weights() {
     let Some(weights) = keras_fixture("tiny_yolo_forward/yolov3-tiny_random_c80.weights") else {
         return;

@@ -97,21 +97,37 @@ fn check_groups(file: &str, cfg: YoloConfig) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_body_c80_group_params_equal_keras() {
     check_groups("yolo_body_c80_layers.json", YoloConfig::v3(80));
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_body_c1_group_params_equal_keras() {
     check_groups("yolo_body_c1_layers.json", YoloConfig::v3(1));
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn tiny_yolo_body_c80_group_params_equal_keras() {
     check_groups("tiny_yolo_body_c80_layers.json", YoloConfig::tiny(80));
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn tiny_yolo_body_c1_group_params_equal_keras() {
     check_groups("tiny_yolo_body_c1_layers.json", YoloConfig::tiny(1));
 }
@@ -168,11 +184,19 @@ fn check_conv_order(file: &str, cfg: YoloConfig) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn yolo_body_conv_table_follows_keras_creation_order() {
     check_conv_order("yolo_body_c80_layers.json", YoloConfig::v3(80));
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn tiny_conv_table_follows_keras_creation_order() {
     check_conv_order("tiny_yolo_body_c1_layers.json", YoloConfig::tiny(1));
 }
@@ -203,6 +227,10 @@ fn generated_cfgs_parse_back_to_the_conv_table() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing = "fixtures/keras-yolo3",
+    ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+)]
 fn generated_tiny_cfg_matches_the_fixture_darknet_sections() {
     let Some(p) = keras_fixture("tiny_yolo_forward/tiny_forward_c80.json") else {
         return;

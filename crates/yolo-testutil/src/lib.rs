@@ -2,7 +2,9 @@
 //! beside the checkout (fixtures, the raccoon dataset) and reads fixture tensors.
 //!
 //! Policy (from the developers' guide): when `CI=true` a missing fixture fails the test; elsewhere
-//! the test prints that it was skipped and returns.
+//! the test prints that it was skipped and returns. Tests whose top-level resource (e.g.
+//! `fixtures/keras-yolo3`) is absent are instead marked ignored at build time: see
+//! `build_shared_probe.rs`, which sets `cfg(shared_missing = "<resource>")`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +38,13 @@ pub fn shared_path(rel: &str) -> Option<PathBuf> {
         Some(p) => Some(p),
         None if in_ci() => panic!("required shared file `shared/{rel}` is missing (CI=true)"),
         None => {
-            eprintln!("skipped: shared/{rel} not found");
+            // Tests whose whole resource is absent are `#[ignore]`d at build time by
+            // build_shared_probe.rs; reaching here means a file inside a present resource is
+            // missing (or the probe is stale), so the test passes without checking anything.
+            eprintln!(
+                "skipped: shared/{rel} not found (test returns early and counts as passed; \
+                 set CI=true to make this a failure)"
+            );
             None
         }
     }
@@ -153,6 +161,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        shared_missing = "fixtures/keras-yolo3",
+        ignore = "needs shared/fixtures/keras-yolo3 (absent)"
+    )]
     fn finds_shared_dir_from_the_checkout() {
         if let Some(p) = shared_path("fixtures/keras-yolo3/manifest.json") {
             let v = read_json(&p);
