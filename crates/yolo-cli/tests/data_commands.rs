@@ -1,11 +1,12 @@
-//! `yolo synth`, `yolo voc2txt`, `yolo coco2txt` and `yolo anchors` run as the built binary.
+//! `yolo synth`, `yolo voc2txt`, `yolo coco2txt`, `yolo anchors` and `yolo convert` run as the
+//! built binary.
 
 mod common;
 
 use common::yolo;
 use std::path::Path;
 
-use yolo_testutil::shared_path;
+use yolo_testutil::{read_tensors, shared_path};
 
 fn ok(args: &[&str]) -> String {
     let out = yolo(args);
@@ -209,5 +210,123 @@ fn errors_name_file_line_and_token() {
             voc.join("1.xml").display()
         )),
         "{e}"
+    );
+}
+
+/// `yolo`'s whole stderr for a failed conversion: anyhow's context line, then the cause.
+fn convert_error(input: &str, output: &str, cause: &str) -> String {
+    format!("Error: converting {input} -> {output}\n\nCaused by:\n    {cause}\n")
+}
+
+#[test]
+#[cfg_attr(
+    shared_missing = "models/yolov3-tiny",
+    ignore = "needs ../shared/models/yolov3-tiny"
+)]
+fn convert_round_trips_the_real_80_class_tiny_weights() {
+    let Some(dir) = shared_path("models/yolov3-tiny") else {
+        return;
+    };
+    let weights = dir.join("yolov3-tiny.weights");
+    let w = s(&weights);
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("out.safetensors");
+
+    // Without --num-classes the class count is read from the file's size: 80 (COCO).
+    let out = yolo(&["convert", w, s(&st), "--tiny"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, format!("wrote {}\n", st.display()));
+    assert_eq!(
+        stderr,
+        format!(
+            "{w}: 80 classes (read from the file); loaded 59 variables, skipped 0 (shape \
+             mismatch), 0 missing, 0 unexpected\n"
+        )
+    );
+    // Both output convs have 3 * (80 + 5) = 255 filters.
+    let tensors = read_tensors(&st);
+    assert_eq!(tensors.len(), 59);
+    for (name, shape) in [
+        ("head.out0.bias", vec![255]),
+        ("head.out0.weight", vec![255, 512, 1, 1]),
+        ("head.out1.bias", vec![255]),
+        ("head.out1.weight", vec![255, 256, 1, 1]),
+    ] {
+        assert_eq!(tensors[name].shape, shape, "{name}");
+    }
+
+    // Back to darknet: same size, same version fields and all 8,858,734 floats byte for byte;
+    // only the header's `seen` (int64 at bytes 12..20, 32,013,312 in the original) is written as
+    // 0, since a safetensors checkpoint does not carry it.
+    let back = tmp.path().join("back.weights");
+    ok(&["convert", s(&st), s(&back), "--tiny"]);
+    let (orig, round) = (
+        std::fs::read(&weights).unwrap(),
+        std::fs::read(&back).unwrap(),
+    );
+    assert_eq!(orig.len(), 35_434_956);
+    assert_eq!(round.len(), orig.len());
+    assert_eq!(round[..12], orig[..12], "major, minor, revision");
+    assert_eq!(
+        i64::from_le_bytes(orig[12..20].try_into().unwrap()),
+        32_013_312
+    );
+    assert_eq!(i64::from_le_bytes(round[12..20].try_into().unwrap()), 0);
+    assert!(
+        round[20..] == orig[20..],
+        "the floats differ after the round trip"
+    );
+
+    // A class count that disagrees with the file is an error, and nothing is written.
+    let one = tmp.path().join("one.safetensors");
+    let e = fails(&["convert", w, s(&one), "--tiny", "--num-classes", "1"]);
+    assert_eq!(
+        e,
+        convert_error(
+            w,
+            s(&one),
+            &format!(
+                "{w}: the file holds a model with 80 classes, but --num-classes gives 1 class"
+            )
+        )
+    );
+    assert!(!one.exists());
+
+    // Without --tiny the file's size is recognised as the other variant's.
+    let e = fails(&["convert", w, s(&one)]);
+    assert_eq!(
+        e,
+        convert_error(
+            w,
+            s(&one),
+            &format!(
+                "{w}: 8858734 floats after the header: the size of a full tiny YOLOv3 file with \
+                 80 classes, not of a YOLOv3 one; pass --tiny"
+            )
+        )
+    );
+    assert!(!one.exists());
+}
+
+#[test]
+fn convert_rejects_an_unsupported_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.weights"), tmp.path().join("b.onnx"));
+    let e = fails(&["convert", s(&a), s(&b)]);
+    assert_eq!(
+        e,
+        convert_error(
+            s(&a),
+            s(&b),
+            &format!(
+                "{}: unsupported extension `.onnx`: yolo convert reads and writes .weights \
+                 (darknet) and .safetensors files",
+                b.display()
+            )
+        )
     );
 }
