@@ -80,8 +80,8 @@ pub fn parse_coco(text: &[u8], file: &Path, opts: &CocoOptions) -> Result<CocoDa
         file: file.to_path_buf(),
         message,
     };
-    let data: CocoFile =
-        serde_json::from_slice(text).map_err(|e| err(format!("invalid COCO JSON: {e}")))?;
+    let data: CocoFile = serde_json::from_slice(crate::strip_bom_bytes(text))
+        .map_err(|e| err(format!("invalid COCO JSON: {e}")))?;
 
     let mut cats: Vec<&CocoCategory> = data.categories.iter().collect();
     cats.sort_by_key(|c| c.id);

@@ -73,7 +73,9 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage, DataError> {
             return Err(DataError::Image {
                 path: path.to_path_buf(),
                 message: format!(
-                    "image is {size}: decoding it needs more than the limit of {mib} MiB;                      downscale it, or raise the limit with the environment variable                      {MAX_IMAGE_MIB_VAR} (MiB, e.g. {MAX_IMAGE_MIB_VAR}={})",
+                    "image is {size}: decoding it needs more than the limit of {mib} MiB; \
+                     downscale it, or raise the limit with the environment variable \
+                     {MAX_IMAGE_MIB_VAR} (MiB, e.g. {MAX_IMAGE_MIB_VAR}={})",
                     mib * 4
                 ),
             });
@@ -169,7 +171,8 @@ fn jpeg_truncation(b: &[u8]) -> Option<String> {
         }
         if i + len > n {
             return Some(format!(
-                "the JPEG data ends inside a marker segment (FF {marker:02X}) that needs {} more                  bytes, before its end-of-image marker FF D9",
+                "the JPEG data ends inside a marker segment (FF {marker:02X}) that needs {} more \
+                 bytes, before its end-of-image marker FF D9",
                 i + len - n
             ));
         }
