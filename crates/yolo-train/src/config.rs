@@ -66,16 +66,24 @@ impl std::fmt::Display for PhaseKind {
     }
 }
 
-/// One phase of the schedule. Epochs use Keras numbering: the phase runs epochs
-/// `initial_epoch..epochs` (0-based), as `model.fit(initial_epoch=.., epochs=..)` does.
+/// One phase of the schedule.
+///
+/// In memory the epochs use Keras numbering: the phase runs epochs `initial_epoch..epochs`
+/// (0-based), as `model.fit(initial_epoch=.., epochs=..)` does. In TOML (config files, `--set`,
+/// `--print-config`, `state.json`) `epochs` is the number of epochs of this phase, and
+/// `end_epoch` (derived, optional on input) is the Keras end epoch `initial_epoch + epochs`. A
+/// phase table written without `end_epoch` but with both `initial_epoch` and `epochs` (as older
+/// versions wrote every config) keeps Keras' meaning: `epochs` is then the end epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(into = "PhaseRepr", try_from = "PhaseRepr")]
 pub struct PhaseConfig {
     /// Run this phase at all.
     pub enabled: bool,
-    /// First epoch (Keras `initial_epoch`).
+    /// Keras number of the first epoch (`initial_epoch`); it names the epochs in metrics,
+    /// checkpoints and `stop_after`, and seeds each epoch's data order.
     pub initial_epoch: usize,
-    /// One past the last epoch (Keras `epochs`).
+    /// One past the last epoch (Keras `epochs`, the end epoch; see [`PhaseConfig::count`] for the
+    /// number of epochs of the phase).
     pub epochs: usize,
     /// Images per step.
     pub batch_size: usize,
@@ -91,12 +99,112 @@ pub struct PhaseConfig {
     pub shuffle: bool,
     /// Augment training images (`get_random_data(random=True)`); off uses the letterbox path.
     /// Ignored by the bottleneck phase, whose cache is never augmented.
-    #[serde(default = "yes")]
     pub augment: bool,
     /// Optional wall-time budget of the phase in seconds: no new epoch starts once the time spent
-    /// plus the last epoch's duration would exceed it (at least one epoch always runs).
-    #[serde(default)]
+    /// plus the last epoch's duration would exceed it (at least one epoch always runs). Written
+    /// as `inf` in TOML (`null` in JSON) when there is no budget.
     pub max_seconds: Option<f64>,
+}
+
+impl PhaseConfig {
+    /// The number of epochs of the phase (`epochs - initial_epoch`, 0 when the end is before).
+    pub fn count(&self) -> usize {
+        self.epochs.saturating_sub(self.initial_epoch)
+    }
+}
+
+/// The serialized form of [`PhaseConfig`]: `epochs` is the phase's own count, `end_epoch` the
+/// Keras end epoch (absent in files of older versions, whose `epochs` is the end epoch).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhaseRepr {
+    enabled: bool,
+    initial_epoch: usize,
+    epochs: usize,
+    #[serde(default)]
+    end_epoch: Option<usize>,
+    batch_size: usize,
+    lr: f64,
+    freeze_body: u8,
+    plateau_and_early_stopping: bool,
+    shuffle: bool,
+    #[serde(default = "yes")]
+    augment: bool,
+    #[serde(
+        default,
+        serialize_with = "ser_seconds",
+        deserialize_with = "de_seconds"
+    )]
+    max_seconds: Option<f64>,
+}
+
+impl From<PhaseConfig> for PhaseRepr {
+    fn from(c: PhaseConfig) -> Self {
+        PhaseRepr {
+            enabled: c.enabled,
+            initial_epoch: c.initial_epoch,
+            epochs: c.count(),
+            end_epoch: Some(c.epochs),
+            batch_size: c.batch_size,
+            lr: c.lr,
+            freeze_body: c.freeze_body,
+            plateau_and_early_stopping: c.plateau_and_early_stopping,
+            shuffle: c.shuffle,
+            augment: c.augment,
+            max_seconds: c.max_seconds,
+        }
+    }
+}
+
+impl TryFrom<PhaseRepr> for PhaseConfig {
+    type Error = String;
+
+    fn try_from(r: PhaseRepr) -> std::result::Result<Self, String> {
+        let epochs = match r.end_epoch {
+            Some(end) => {
+                if end.checked_sub(r.initial_epoch) != Some(r.epochs) {
+                    return Err(format!(
+                        "epochs {} (the phase's own count) and end_epoch {end} disagree: from                          initial_epoch {} that end is {} epochs",
+                        r.epochs,
+                        r.initial_epoch,
+                        end as i64 - r.initial_epoch as i64
+                    ));
+                }
+                end
+            }
+            // Written by an older version: `epochs` is Keras' end epoch.
+            None => r.epochs,
+        };
+        Ok(PhaseConfig {
+            enabled: r.enabled,
+            initial_epoch: r.initial_epoch,
+            epochs,
+            batch_size: r.batch_size,
+            lr: r.lr,
+            freeze_body: r.freeze_body,
+            plateau_and_early_stopping: r.plateau_and_early_stopping,
+            shuffle: r.shuffle,
+            augment: r.augment,
+            max_seconds: r.max_seconds,
+        })
+    }
+}
+
+/// No budget is written as infinity: TOML has no null, so `max_seconds = inf` keeps the key
+/// visible in `--print-config` (JSON writes a non-finite number as `null`).
+fn ser_seconds<S: serde::Serializer>(
+    v: &Option<f64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(v.unwrap_or(f64::INFINITY))
+}
+
+/// Reads `max_seconds`: a number, `inf` or `null` (no budget).
+fn de_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<f64>, D::Error> {
+    let v = Option::<f64>::deserialize(d)?;
+    Ok(v.filter(|x| *x != f64::INFINITY))
 }
 
 fn yes() -> bool {
@@ -357,33 +465,35 @@ impl TrainConfig {
     /// Builds a configuration: defaults, then the TOML `file` (if any), then `overrides`
     /// (`key=value` with dotted keys such as `frozen.epochs=10`; values are TOML, bare words are
     /// strings). Unknown keys are errors.
+    ///
+    /// Phase lengths: `PHASE.epochs = N` is the number of epochs of that phase (per-phase
+    /// counting, so `unfreeze.epochs=10` runs 10 unfreeze epochs, from its `initial_epoch`);
+    /// `PHASE.epochs = "+N"` adds N to the count so far; `PHASE.end_epoch = E` gives Keras' end
+    /// epoch instead. For Keras' `fit(initial_epoch=, epochs=)` pair, and older configs: a file's
+    /// phase table that has `initial_epoch` and `epochs` but no `end_epoch`, or overrides that
+    /// name both `PHASE.initial_epoch` and `PHASE.epochs`, take that `epochs` as the end epoch.
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<TrainConfig> {
-        let mut value =
-            toml::Value::try_from(TrainConfig::default()).map_err(|e| cfg_err("defaults", e))?;
+        let mut value = canonical(&TrainConfig::default(), "defaults")?;
+        let mut origin = "flags".to_string();
         if let Some(f) = file {
-            let origin = f.display().to_string();
+            origin = f.display().to_string();
             let text = yolo_data::read_text(f)?;
             let user: toml::Value = toml::from_str(&text).map_err(|e| cfg_err(&origin, e))?;
-            merge(&mut value, user);
-        }
-        for o in overrides {
-            let (key, raw) = o.split_once('=').ok_or_else(|| TrainError::Config {
-                origin: "flags".into(),
-                msg: format!("`{o}` is not key=value"),
-            })?;
-            let v = parse_value(raw.trim());
-            set_path(&mut value, key.trim(), v).map_err(|msg| TrainError::Config {
-                origin: "flags".into(),
+            apply_layer(&mut value, user, &[]).map_err(|msg| TrainError::Config {
+                origin: origin.clone(),
                 msg,
             })?;
         }
-        let origin = file
-            .map(|f| f.display().to_string())
-            .unwrap_or_else(|| "flags".into());
-        let cfg: TrainConfig = value.try_into().map_err(|e| cfg_err(&origin, e))?;
-        cfg.validate()
-            .map_err(|msg| TrainError::Config { origin, msg })?;
-        Ok(cfg)
+        apply_overrides(&mut value, overrides)?;
+        finish(value, origin)
+    }
+
+    /// This configuration with `overrides` laid over it (as [`TrainConfig::load`] lays them over
+    /// a file): what `--resume RUN --set ...` runs with.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<TrainConfig> {
+        let mut value = canonical(self, "stored configuration")?;
+        apply_overrides(&mut value, overrides)?;
+        finish(value, "flags".into())
     }
 
     /// Checks values that serde cannot: input multiples of 32, batch sizes, ranges.
@@ -408,9 +518,16 @@ impl TrainConfig {
             }
             if c.enabled && c.epochs < c.initial_epoch {
                 return Err(format!(
-                    "{p}.epochs {} is before initial_epoch {}",
+                    "{p}: end epoch {} is before initial_epoch {}",
                     c.epochs, c.initial_epoch
                 ));
+            }
+            if let Some(t) = c.max_seconds {
+                if t.is_nan() || t < 0.0 {
+                    return Err(format!(
+                        "{p}.max_seconds {t} must be a number of seconds >= 0 (inf: no budget)"
+                    ));
+                }
             }
             if !(c.lr.is_finite() && c.lr > 0.0) {
                 return Err(format!("{p}.lr {} must be positive", c.lr));
@@ -419,9 +536,27 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The configuration as TOML (what `yolo train --print-config` shows).
+    /// The configuration as TOML (what `yolo train --print-config` shows and a run's
+    /// `config.toml` holds): every setting, with comment lines for the optional ones that are not
+    /// set (TOML has no null), and each phase's `epochs` (its own count) and `end_epoch`.
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| cfg_err("print", e))
+        let body = toml::to_string_pretty(self).map_err(|e| cfg_err("print", e))?;
+        let mut unset = String::new();
+        let notes = [
+            (
+                self.anchors.is_none(),
+                "anchors",
+                "the YOLOv3 / tiny default anchors",
+            ),
+            (self.weights.is_none(), "weights", "random initialisation"),
+            (self.stop_after.is_none(), "stop_after", "run to the end"),
+        ];
+        for (absent, key, meaning) in notes {
+            if absent {
+                unset.push_str(&format!("# {key}: not set ({meaning})\n"));
+            }
+        }
+        Ok(unset + &body)
     }
 }
 
@@ -430,6 +565,189 @@ fn cfg_err(origin: &str, e: impl std::fmt::Display) -> TrainError {
         origin: origin.to_string(),
         msg: e.to_string(),
     }
+}
+
+/// `cfg` as the TOML value the layers are laid on: each phase table holds `epochs` as its own
+/// count, and no `end_epoch`.
+fn canonical(cfg: &TrainConfig, origin: &str) -> Result<toml::Value> {
+    let mut value = toml::Value::try_from(cfg).map_err(|e| cfg_err(origin, e))?;
+    for p in PhaseKind::ALL {
+        if let Some(t) = value.get_mut(p.name()).and_then(|t| t.as_table_mut()) {
+            t.remove("end_epoch");
+        }
+    }
+    Ok(value)
+}
+
+/// Lays the `overrides` (`key=value`) onto `value`, in order.
+fn apply_overrides(value: &mut toml::Value, overrides: &[String]) -> Result<()> {
+    let flag_err = |msg: String| TrainError::Config {
+        origin: "flags".into(),
+        msg,
+    };
+    // Keras' pair: overrides naming both PHASE.initial_epoch and PHASE.epochs.
+    let keras: Vec<PhaseKind> = PhaseKind::ALL
+        .into_iter()
+        .filter(|p| {
+            let key = format!("{p}.initial_epoch");
+            overrides
+                .iter()
+                .any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+        })
+        .collect();
+    for o in overrides {
+        let (key, raw) = o
+            .split_once('=')
+            .ok_or_else(|| flag_err(format!("`{o}` is not key=value")))?;
+        let mut layer = toml::Value::Table(toml::Table::new());
+        set_path(&mut layer, key.trim(), parse_value(raw.trim())).map_err(flag_err)?;
+        apply_layer(value, layer, &keras).map_err(flag_err)?;
+    }
+    Ok(())
+}
+
+/// An integer setting of a phase table, if it is one.
+fn int_of(t: &toml::Table, key: &str) -> Option<i64> {
+    t.get(key).and_then(|v| v.as_integer())
+}
+
+/// Lays one source (a file, or one override) onto `base`. Phase lengths are kept in `base` as
+/// either `epochs` (the phase's own count) or `end_epoch` (Keras' end, resolved by [`finish`]
+/// against the final `initial_epoch`), whichever was given last; `keras` lists the phases whose
+/// `epochs` is Keras' end epoch because the overrides also name their `initial_epoch`.
+fn apply_layer(
+    base: &mut toml::Value,
+    mut layer: toml::Value,
+    keras: &[PhaseKind],
+) -> std::result::Result<(), String> {
+    let mut lengths = Vec::new();
+    if let Some(lt) = layer.as_table_mut() {
+        for p in PhaseKind::ALL {
+            let Some(pt) = lt.get_mut(p.name()).and_then(|v| v.as_table_mut()) else {
+                continue;
+            };
+            let pair = keras.contains(&p) || pt.contains_key("initial_epoch");
+            let layer_init = int_of(pt, "initial_epoch");
+            lengths.push((
+                p,
+                pair,
+                layer_init,
+                pt.remove("epochs"),
+                pt.remove("end_epoch"),
+            ));
+        }
+    }
+    merge(base, layer);
+    for (p, pair, layer_init, epochs, end) in lengths {
+        let bt = base
+            .get_mut(p.name())
+            .and_then(|v| v.as_table_mut())
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
+        let init = layer_init
+            .or_else(|| int_of(bt, "initial_epoch"))
+            .unwrap_or(0);
+        let count_so_far = match (int_of(bt, "epochs"), int_of(bt, "end_epoch")) {
+            (Some(n), _) => n,
+            (None, Some(e)) => e - init,
+            (None, None) => 0,
+        };
+        let end = match end {
+            None => None,
+            Some(toml::Value::Integer(e)) if e >= 0 => Some(e),
+            Some(v) => {
+                return Err(format!(
+                    "{p}.end_epoch {v} must be a Keras epoch number (an integer >= 0)"
+                ))
+            }
+        };
+        let count = match epochs {
+            None => None,
+            Some(toml::Value::Integer(n)) if n < 0 => {
+                return Err(format!("{p}.epochs {n} must be a number of epochs >= 0"))
+            }
+            Some(toml::Value::Integer(n)) if pair && end.is_none() => {
+                // Keras' fit(initial_epoch=.., epochs=..): the end epoch.
+                set_end(bt, n);
+                None
+            }
+            Some(toml::Value::Integer(n)) => Some(n),
+            Some(toml::Value::String(s)) => Some(parse_count(p, &s, count_so_far)?),
+            Some(v) => {
+                return Err(format!(
+                    "{p}.epochs {v} must be a number of epochs (N, or \"+N\" to add)"
+                ))
+            }
+        };
+        match (count, end) {
+            (Some(n), Some(e)) if e - init != n => {
+                return Err(format!(
+                    "{p}.epochs {n} and {p}.end_epoch {e} disagree: from initial_epoch {init} \
+                     that end is {} epochs",
+                    e - init
+                ))
+            }
+            (Some(n), _) => {
+                bt.remove("end_epoch");
+                bt.insert("epochs".into(), toml::Value::Integer(n));
+            }
+            (None, Some(e)) => set_end(bt, e),
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Records Keras' end epoch `e` as the phase's length.
+fn set_end(t: &mut toml::Table, e: i64) {
+    t.remove("epochs");
+    t.insert("end_epoch".into(), toml::Value::Integer(e));
+}
+
+/// A string `epochs` value: `"N"` epochs, or `"+N"` more than `so_far`.
+fn parse_count(p: PhaseKind, s: &str, so_far: i64) -> std::result::Result<i64, String> {
+    let bad = || {
+        format!(
+            "{p}.epochs `{s}` is not a number of epochs (N, or +N to add N to the {so_far} so far)"
+        )
+    };
+    let t = s.trim();
+    match t.strip_prefix('+') {
+        Some(add) => {
+            let n: u32 = add.trim().parse().map_err(|_| bad())?;
+            Ok(so_far.max(0) + i64::from(n))
+        }
+        None => t.parse::<u32>().map(i64::from).map_err(|_| bad()),
+    }
+}
+
+/// Resolves the phase lengths (`end_epoch` against the final `initial_epoch`), then reads and
+/// validates the configuration.
+fn finish(mut value: toml::Value, origin: String) -> Result<TrainConfig> {
+    for p in PhaseKind::ALL {
+        let Some(t) = value.get_mut(p.name()).and_then(|v| v.as_table_mut()) else {
+            continue;
+        };
+        let init = int_of(t, "initial_epoch").unwrap_or(0);
+        if let Some(e) = int_of(t, "end_epoch") {
+            if e < init {
+                return Err(TrainError::Config {
+                    origin,
+                    msg: format!(
+                        "{p}: end epoch {e} is before initial_epoch {init} (an `epochs` given \
+                         together with `initial_epoch` is Keras' end epoch; without it, `epochs` \
+                         counts the phase's own epochs)"
+                    ),
+                });
+            }
+            t.insert("epochs".into(), toml::Value::Integer(e - init));
+        } else if let Some(n) = int_of(t, "epochs") {
+            t.insert("end_epoch".into(), toml::Value::Integer(init + n));
+        }
+    }
+    let cfg: TrainConfig = value.try_into().map_err(|e| cfg_err(&origin, e))?;
+    cfg.validate()
+        .map_err(|msg| TrainError::Config { origin, msg })?;
+    Ok(cfg)
 }
 
 /// Lays `over` onto `base`, table by table.
@@ -608,5 +926,209 @@ mod tests {
         t.remove("checkpoint_monitor");
         let old: TrainConfig = v.try_into().unwrap();
         assert_eq!(old, TrainConfig::default());
+    }
+
+    fn load(o: &[&str]) -> Result<TrainConfig> {
+        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        TrainConfig::load(None, &o)
+    }
+
+    fn err(o: &[&str]) -> String {
+        load(o).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn epochs_count_the_phase_and_map_onto_keras_numbering() {
+        // Defaults: bottleneck 0..30, frozen 0..50, unfreeze 50..100 (count 50).
+        let c = TrainConfig::default();
+        assert_eq!(
+            (
+                c.unfreeze.initial_epoch,
+                c.unfreeze.epochs,
+                c.unfreeze.count()
+            ),
+            (50, 100, 50)
+        );
+        // A count: 10 unfreeze epochs from its initial epoch 50.
+        let c = load(&["unfreeze.epochs=10"]).unwrap();
+        assert_eq!(
+            (
+                c.unfreeze.initial_epoch,
+                c.unfreeze.epochs,
+                c.unfreeze.count()
+            ),
+            (50, 60, 10)
+        );
+        // The string forms --epochs writes: "N" and "+N".
+        let c = load(&["frozen.epochs=\"3\"", "unfreeze.epochs=\"+5\""]).unwrap();
+        assert_eq!(
+            (c.frozen.epochs, c.unfreeze.epochs, c.unfreeze.count()),
+            (3, 105, 55)
+        );
+        let c = load(&["unfreeze.epochs=2", "unfreeze.epochs=\"+3\""]).unwrap();
+        assert_eq!(c.unfreeze.count(), 5);
+        // Keras' end epoch, by name.
+        let c = load(&["unfreeze.end_epoch=70"]).unwrap();
+        assert_eq!((c.unfreeze.epochs, c.unfreeze.count()), (70, 20));
+        let c = load(&["unfreeze.end_epoch=70", "unfreeze.epochs=\"+1\""]).unwrap();
+        assert_eq!((c.unfreeze.epochs, c.unfreeze.count()), (71, 21));
+        // Keras' pair in the flags, in either order: epochs is the end epoch.
+        for o in [
+            ["unfreeze.initial_epoch=2", "unfreeze.epochs=4"],
+            ["unfreeze.epochs=4", "unfreeze.initial_epoch=2"],
+        ] {
+            let c = load(&o).unwrap();
+            assert_eq!(
+                (
+                    c.unfreeze.initial_epoch,
+                    c.unfreeze.epochs,
+                    c.unfreeze.count()
+                ),
+                (2, 4, 2)
+            );
+        }
+        // ... but an --epochs count stays a count.
+        let c = load(&[
+            "unfreeze.initial_epoch=2",
+            "unfreeze.epochs=4",
+            "unfreeze.epochs=\"3\"",
+        ])
+        .unwrap();
+        assert_eq!((c.unfreeze.epochs, c.unfreeze.count()), (5, 3));
+        // Moving the first epoch keeps the count.
+        let c = load(&["unfreeze.initial_epoch=0"]).unwrap();
+        assert_eq!((c.unfreeze.epochs, c.unfreeze.count()), (50, 50));
+        // Zero epochs is allowed (the phase is then skipped).
+        assert_eq!(load(&["frozen.epochs=0"]).unwrap().frozen.epochs, 0);
+    }
+
+    #[test]
+    fn printed_config_shows_counts_end_epochs_and_max_seconds_and_reads_back() {
+        let c = load(&["frozen.epochs=3", "unfreeze.max_seconds=90"]).unwrap();
+        let text = c.to_toml().unwrap();
+        let t: toml::Table = toml::from_str(&text).unwrap();
+        let f = t["frozen"].as_table().unwrap();
+        assert_eq!(
+            (
+                f["epochs"].as_integer(),
+                f["initial_epoch"].as_integer(),
+                f["end_epoch"].as_integer()
+            ),
+            (Some(3), Some(0), Some(3))
+        );
+        assert_eq!(f["max_seconds"].as_float(), Some(f64::INFINITY));
+        let u = t["unfreeze"].as_table().unwrap();
+        assert_eq!(
+            (
+                u["epochs"].as_integer(),
+                u["end_epoch"].as_integer(),
+                u["max_seconds"].as_float()
+            ),
+            (Some(50), Some(100), Some(90.0))
+        );
+        for key in [
+            "# anchors: not set",
+            "# weights: not set",
+            "# stop_after: not set",
+        ] {
+            assert!(text.contains(key), "{text}");
+        }
+        // Back through serde, a file, and with_overrides.
+        let again: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(again, c);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.toml");
+        std::fs::write(&f, &text).unwrap();
+        assert_eq!(TrainConfig::load(Some(&f), &[]).unwrap(), c);
+        assert_eq!(c.with_overrides(&[]).unwrap(), c);
+        let more = c
+            .with_overrides(&["unfreeze.epochs=\"+5\"".into()])
+            .unwrap();
+        assert_eq!(
+            (more.unfreeze.epochs, more.unfreeze.max_seconds),
+            (105, Some(90.0))
+        );
+        // JSON (state.json): no budget is null and reads back as none.
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"max_seconds\":null"), "{json}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), c);
+        assert_eq!(
+            load(&["frozen.max_seconds=inf"])
+                .unwrap()
+                .frozen
+                .max_seconds,
+            None
+        );
+    }
+
+    #[test]
+    fn configs_of_older_versions_keep_keras_end_epochs() {
+        // Older versions wrote every phase as initial_epoch + absolute epochs, no end_epoch.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.toml");
+        std::fs::write(
+            &f,
+            "[frozen]\ninitial_epoch = 0\nepochs = 2\n[unfreeze]\ninitial_epoch = 2\nepochs = 4\n",
+        )
+        .unwrap();
+        let c = TrainConfig::load(Some(&f), &[]).unwrap();
+        assert_eq!(
+            (c.frozen.epochs, c.unfreeze.initial_epoch, c.unfreeze.epochs),
+            (2, 2, 4)
+        );
+        // A file's lone `epochs` is a count.
+        std::fs::write(&f, "[unfreeze]\nepochs = 4\n").unwrap();
+        let c = TrainConfig::load(Some(&f), &[]).unwrap();
+        assert_eq!((c.unfreeze.initial_epoch, c.unfreeze.epochs), (50, 54));
+        // The JSON of an older state.json: no end_epoch, epochs absolute.
+        let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
+        let u = v["unfreeze"].as_object_mut().unwrap();
+        u.remove("end_epoch");
+        u.insert("epochs".into(), serde_json::json!(100));
+        u.remove("max_seconds");
+        let old: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old, TrainConfig::default());
+        // A file whose epochs and end_epoch disagree says so.
+        std::fs::write(&f, "[unfreeze]\nepochs = 10\nend_epoch = 100\n").unwrap();
+        let e = TrainConfig::load(Some(&f), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("unfreeze.epochs 10 and unfreeze.end_epoch 100 disagree")
+                && e.contains("initial_epoch 50 that end is 50 epochs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_epochs_end_epochs_and_budgets_are_errors_naming_them() {
+        let e = err(&["unfreeze.epochs=-3"]);
+        assert!(
+            e.contains("unfreeze.epochs -3 must be a number of epochs >= 0"),
+            "{e}"
+        );
+        let e = err(&["frozen.epochs=\"ten\""]);
+        assert!(
+            e.contains("frozen.epochs `ten` is not a number of epochs"),
+            "{e}"
+        );
+        let e = err(&["frozen.epochs=2.5"]);
+        assert!(
+            e.contains("frozen.epochs 2.5 must be a number of epochs"),
+            "{e}"
+        );
+        let e = err(&["unfreeze.end_epoch=10"]);
+        assert!(
+            e.contains("unfreeze: end epoch 10 is before initial_epoch 50"),
+            "{e}"
+        );
+        let e = err(&["unfreeze.initial_epoch=5", "unfreeze.epochs=3"]);
+        assert!(
+            e.contains("unfreeze: end epoch 3 is before initial_epoch 5"),
+            "{e}"
+        );
+        let e = err(&["frozen.max_seconds=-1"]);
+        assert!(
+            e.contains("frozen.max_seconds -1 must be a number of seconds >= 0"),
+            "{e}"
+        );
     }
 }

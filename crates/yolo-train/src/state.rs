@@ -34,7 +34,9 @@ pub struct RunState {
     pub config: TrainConfig,
     /// The phase in progress (or the next to start when `next_epoch` is its initial epoch).
     pub phase: PhaseKind,
-    /// The next epoch to run in `phase` (Keras numbering).
+    /// The next epoch to run in `phase` (Keras numbering). A phase that is neither complete nor
+    /// at its initial epoch continues from here, with or without saved optimizer moments (see
+    /// [`RunState::reopen_if_extended`]).
     pub next_epoch: usize,
     /// Phases finished (their final weights written).
     pub completed: Vec<PhaseKind>,
@@ -125,6 +127,66 @@ impl RunState {
             }
         }
         Ok(s)
+    }
+
+    /// The epoch after the last one `phase` ran (from the history), if it ran any.
+    pub fn epochs_done(&self, phase: PhaseKind) -> Option<usize> {
+        self.history
+            .iter()
+            .rev()
+            .find(|r| r.phase == phase.name())
+            .map(|r| r.epoch + 1)
+    }
+
+    /// After `self.config` has replaced `old` (a `--resume` with a changed schedule): when the
+    /// phase the run ended with is complete but now ends later than in `old` and than the epochs
+    /// it ran, it is reopened to continue from the epoch after its last one; returns what to tell
+    /// the user. The phase's optimizer moments are not kept once it completes, so they restart
+    /// (at the phase's last learning rate); its plateau and early-stopping counters carry on,
+    /// and its `max_seconds` budget counts afresh.
+    pub fn reopen_if_extended(&mut self, old: &TrainConfig) -> Option<String> {
+        let p = self.phase;
+        let now = self.config.phase(p);
+        if !self.completed.contains(&p) || !now.enabled || now.epochs <= old.phase(p).epochs {
+            return None;
+        }
+        let done = self.epochs_done(p).unwrap_or(now.initial_epoch);
+        if done >= now.epochs {
+            return None;
+        }
+        let end = now.epochs;
+        self.completed.retain(|c| *c != p);
+        self.next_epoch = done;
+        self.phase_steps = 0;
+        self.phase_seconds = 0.0;
+        self.optimizer = None;
+        Some(format!(
+            "phase {p} had finished; its schedule now ends at epoch {end}: continuing it with \
+             epochs {}..{end} ({} more; Adam's moments restart at lr {:e}, as they are not kept \
+             once a phase completes)",
+            done + 1,
+            end - done,
+            self.lr
+        ))
+    }
+
+    /// Completed phases other than the last one run whose schedule `self.config` makes longer
+    /// than `old`: later phases have run on from their weights, so they cannot be extended.
+    pub fn unextendable(&self, old: &TrainConfig) -> Vec<PhaseKind> {
+        self.completed
+            .iter()
+            .copied()
+            .filter(|p| *p != self.phase && self.config.phase(*p).epochs > old.phase(*p).epochs)
+            .collect()
+    }
+
+    /// Whether running this state trains anything: an enabled phase with epochs that is not
+    /// complete.
+    pub fn has_work(&self) -> bool {
+        PhaseKind::ALL.into_iter().any(|p| {
+            let c = self.config.phase(p);
+            c.enabled && !self.completed.contains(&p) && c.epochs > c.initial_epoch
+        })
     }
 
     /// File names for the latest checkpoint of `phase`/`epoch`: `(weights, optimizer)`, relative.
@@ -230,6 +292,118 @@ mod tests {
                 old.checkpoint.best
             ),
             (CheckpointMonitor::ValLoss, MonitorMode::Min, 17.25)
+        );
+    }
+
+    fn record(phase: PhaseKind, epoch: usize) -> EpochRecord {
+        EpochRecord {
+            phase: phase.name().into(),
+            epoch,
+            train: Default::default(),
+            val: Default::default(),
+            lr: 1e-4,
+            images_per_sec: 1.0,
+            seconds: 1.0,
+            map: None,
+        }
+    }
+
+    /// A finished run of 1 bottleneck, 1 frozen and 1 unfreeze epoch (Keras epoch 1).
+    fn finished() -> RunState {
+        let cfg = TrainConfig::load(
+            None,
+            &[
+                "bottleneck.epochs=1".into(),
+                "frozen.epochs=1".into(),
+                "unfreeze.initial_epoch=1".into(),
+                "unfreeze.epochs=2".into(),
+            ],
+        )
+        .unwrap();
+        let mut s = RunState::new(cfg, PhaseKind::Bottleneck);
+        s.history = vec![
+            record(PhaseKind::Bottleneck, 0),
+            record(PhaseKind::Frozen, 0),
+            record(PhaseKind::Unfreeze, 1),
+        ];
+        s.completed = vec![
+            PhaseKind::Bottleneck,
+            PhaseKind::Frozen,
+            PhaseKind::Unfreeze,
+        ];
+        s.phase = PhaseKind::Unfreeze;
+        s.next_epoch = 2;
+        s.phase_steps = 4;
+        s.phase_seconds = 9.0;
+        s
+    }
+
+    #[test]
+    fn a_finished_run_reopens_its_last_phase_only_when_the_schedule_grows() {
+        // Same schedule: nothing to do.
+        let mut s = finished();
+        let old = s.config.clone();
+        assert_eq!(s.epochs_done(PhaseKind::Unfreeze), Some(2));
+        assert_eq!(s.reopen_if_extended(&old), None);
+        assert!(!s.has_work());
+        assert!(s.unextendable(&old).is_empty());
+
+        // Three more unfreeze epochs: continue at Keras epoch 2, up to 5.
+        s.config = old
+            .with_overrides(&["unfreeze.epochs=\"+3\"".into()])
+            .unwrap();
+        assert_eq!(
+            (s.config.unfreeze.epochs, s.config.unfreeze.count()),
+            (5, 4)
+        );
+        let note = s.reopen_if_extended(&old).expect("reopened");
+        assert!(note.contains("epochs 3..5 (3 more"), "{note}");
+        assert_eq!(
+            (
+                s.next_epoch,
+                s.phase_steps,
+                s.phase_seconds,
+                s.optimizer.clone()
+            ),
+            (2, 0, 0.0, None)
+        );
+        assert_eq!(s.completed, vec![PhaseKind::Bottleneck, PhaseKind::Frozen]);
+        assert!(s.has_work());
+
+        // A longer earlier phase cannot be extended; a shorter last one reopens nothing.
+        let mut s = finished();
+        s.config = old
+            .with_overrides(&["frozen.epochs=\"+2\"".into()])
+            .unwrap();
+        assert_eq!(s.unextendable(&old), vec![PhaseKind::Frozen]);
+        assert_eq!(s.reopen_if_extended(&old), None);
+        assert!(!s.has_work());
+
+        // A phase that was never run (disabled before) is work without reopening anything.
+        let mut s = finished();
+        s.config.scratch.enabled = true;
+        assert!(s.has_work());
+    }
+
+    #[test]
+    fn a_state_json_of_an_older_version_keeps_its_keras_end_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = finished();
+        let mut v = serde_json::to_value(&s).unwrap();
+        for p in ["scratch", "bottleneck", "frozen", "unfreeze"] {
+            let t = v["config"][p].as_object_mut().unwrap();
+            let end = t.remove("end_epoch").unwrap();
+            t.insert("epochs".into(), end);
+        }
+        std::fs::write(RunState::path(dir.path()), v.to_string()).unwrap();
+        let back = RunState::load(dir.path()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            (
+                back.config.unfreeze.initial_epoch,
+                back.config.unfreeze.epochs
+            ),
+            (1, 2)
         );
     }
 }

@@ -196,6 +196,7 @@ impl Trainer {
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
         let mut state = RunState::load(run_dir)?;
         log_stale_temps(&mut |m: &str| eprintln!("{m}"), run_dir);
+        let stored = state.config.clone();
         if !overrides.is_empty() {
             let tmp = run_dir.join(".resume-config.toml");
             crate::atomic::atomic_write(&tmp, state.config.to_toml()?.as_bytes())?;
@@ -204,7 +205,7 @@ impl Trainer {
             state.config = cfg?;
         }
         state.config.run_dir = run_dir.to_path_buf();
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = state.reopen_if_extended(&stored).into_iter().collect();
         let monitor = state.config.checkpoint_monitor;
         if state.checkpoint.monitor != monitor {
             // A best val_loss cannot be compared with an mAP: keep the period counter, restart best.
@@ -341,8 +342,9 @@ impl Trainer {
     }
 
     fn enter_phase(&mut self, phase: PhaseKind, pc: &PhaseConfig) {
-        if self.state.phase == phase && self.state.optimizer.is_some() {
-            return; // resuming mid-phase
+        let mid_phase = self.state.optimizer.is_some() || self.state.next_epoch > pc.initial_epoch;
+        if self.state.phase == phase && mid_phase {
+            return; // resuming mid-phase, or a completed phase reopened by a longer schedule
         }
         let cfg = self.state.config.clone();
         self.state.phase = phase;
