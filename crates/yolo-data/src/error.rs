@@ -173,6 +173,20 @@ pub enum DataError {
         reason: String,
     },
 
+    /// The image named on an annotation line could not be read (missing, unreadable, truncated or
+    /// not an image); `source` names the image and says why.
+    #[error("{}:{line}: {source}", file.display())]
+    AnnotationImage {
+        /// The annotation file.
+        file: PathBuf,
+        /// 1-based line number of the annotation line naming the image.
+        line: usize,
+        /// Why the image could not be read (an [`DataError::Io`], [`DataError::Image`] or
+        /// [`DataError::TruncatedImage`] naming the image file).
+        #[source]
+        source: Box<DataError>,
+    },
+
     /// k-means was asked for more clusters than there are boxes, or for none.
     #[error("k-means: cannot make {k} clusters from {boxes} boxes")]
     KMeans {

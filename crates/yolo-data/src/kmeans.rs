@@ -9,10 +9,13 @@
 //! start: k-means++ seeding under the IoU distance, repeated from [`KMEANS_RESTARTS`] seeds derived
 //! from one seed, keeping the best average IoU, so the result is deterministic for a seed.
 
+use std::path::Path;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
-use crate::{Anchors, Annotation, DataError};
+use crate::{read_image_header, Anchors, Annotation, DataError};
 
 /// Restarts of [`kmeans_anchors`]; each is a k-means++ start followed by kmeans.py's iteration.
 pub const KMEANS_RESTARTS: usize = 64;
@@ -32,7 +35,7 @@ pub struct KMeansResult {
 }
 
 impl KMeansResult {
-    /// The clusters as anchors (f32 pairs, smallest width first).
+    /// The clusters as anchors (f32 pairs, smallest width first, kmeans.py's order).
     pub fn anchors(&self) -> Anchors {
         Anchors {
             wh: self
@@ -40,6 +43,17 @@ impl KMeansResult {
                 .iter()
                 .map(|&[w, h]| [w as f32, h as f32])
                 .collect(),
+        }
+    }
+
+    /// The clusters as anchors sorted by area, smallest first (equal areas: smaller width first).
+    /// This is the order the trainer's anchor masks assume (anchors 0-2 to the finest grid, 6-8 to
+    /// the coarsest), which sorting by width alone does not guarantee.
+    pub fn anchors_by_area(&self) -> Anchors {
+        let mut c = self.clusters.clone();
+        c.sort_by_key(|&[w, h]| (w * h, w));
+        Anchors {
+            wh: c.iter().map(|&[w, h]| [w as f32, h as f32]).collect(),
         }
     }
 }
@@ -115,18 +129,27 @@ pub fn letterboxed_box_wh(
     out
 }
 
-/// The (width, height) of each annotation's image, read from the image headers only; used with
-/// [`letterboxed_box_wh`] to cluster boxes at the network's input size.
-pub fn image_sizes(annotations: &[Annotation]) -> Result<Vec<(u32, u32)>, DataError> {
-    annotations
-        .iter()
+/// The (width, height) of each annotation's image, from its header only (no pixel is decoded;
+/// [`crate::read_image_header`], which also refuses a truncated JPEG or PNG); used with
+/// [`letterboxed_box_wh`] to cluster boxes at the network's input size. Image paths are used as
+/// written, i.e. relative ones against the working directory, as `yolo train`'s loader does.
+/// Images are read in parallel; an error is that of the first failing line, as
+/// [`DataError::AnnotationImage`] naming `annotation_file` and the line.
+pub fn image_sizes(
+    annotations: &[Annotation],
+    annotation_file: &Path,
+) -> Result<Vec<(u32, u32)>, DataError> {
+    let sizes: Vec<Result<(u32, u32), DataError>> = annotations
+        .par_iter()
         .map(|a| {
-            image::image_dimensions(&a.path).map_err(|e| DataError::Image {
-                path: a.path.clone(),
-                message: e.to_string(),
+            read_image_header(&a.path).map_err(|e| DataError::AnnotationImage {
+                file: annotation_file.to_path_buf(),
+                line: a.line,
+                source: Box::new(e),
             })
         })
-        .collect()
+        .collect();
+    sizes.into_iter().collect()
 }
 
 fn check(boxes: &[[i64; 2]], k: usize) -> Result<(), DataError> {
@@ -296,6 +319,7 @@ pub fn kmeans_anchors(boxes: &[[i64; 2]], k: usize, seed: u64) -> Result<KMeansR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn iou_of_corner_aligned_boxes() {
@@ -323,14 +347,74 @@ mod tests {
     }
 
     #[test]
-    fn image_sizes_names_a_missing_image() {
-        let a = Annotation {
-            path: "/nonexistent/x.jpg".into(),
+    fn image_sizes_names_annotation_line_and_missing_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("a.png");
+        image::RgbImage::new(80, 30).save(&png).unwrap();
+        let ann = |path: PathBuf, line| Annotation {
+            path,
             boxes: vec![],
+            line,
+        };
+        let file = Path::new("train.txt");
+        let ok = [ann(png.clone(), 1), ann(png.clone(), 2)];
+        assert_eq!(image_sizes(&ok, file).unwrap(), vec![(80, 30), (80, 30)]);
+
+        let bad = [
+            ann(png.clone(), 1),
+            ann("/nonexistent/x.jpg".into(), 3),
+            ann("/nonexistent/y.jpg".into(), 4),
+        ];
+        let e = image_sizes(&bad, file).unwrap_err().to_string();
+        assert!(e.starts_with("train.txt:3: /nonexistent/x.jpg: "), "{e}");
+
+        // A text file named as an image: the codec's complaint, still with file and line.
+        let txt = dir.path().join("b.jpg");
+        std::fs::write(&txt, "not an image").unwrap();
+        let e = image_sizes(&[ann(txt.clone(), 7)], file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("train.txt:7: {}: ", txt.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn anchors_by_area_orders_by_area_then_width() {
+        let r = KMeansResult {
+            // Areas 1000, 400, 300, 300: the two of 300 go smaller width first.
+            clusters: vec![[10, 100], [20, 20], [30, 10], [15, 20]],
+            iterations: 1,
+            avg_iou: 1.0,
+        };
+        assert_eq!(
+            r.anchors_by_area().wh,
+            vec![[15.0, 20.0], [30.0, 10.0], [20.0, 20.0], [10.0, 100.0]]
+        );
+        // `anchors` keeps the clusters' (width) order.
+        assert_eq!(r.anchors().wh[0], [10.0, 100.0]);
+    }
+
+    #[test]
+    fn letterbox_of_a_wide_image_halves_and_centres() {
+        // 800x400 into 416x416: scale 0.52, 416x208 pasted at y offset 104.
+        let a = Annotation {
+            path: "a.png".into(),
+            boxes: vec![crate::BoxLabel {
+                x_min: 0.0,
+                y_min: 0.0,
+                x_max: 400.0,
+                y_max: 200.0,
+                class: 0,
+            }],
             line: 1,
         };
-        let e = image_sizes(&[a]).unwrap_err().to_string();
-        assert!(e.starts_with("/nonexistent/x.jpg: "), "{e}");
+        assert_eq!(
+            letterboxed_box_wh(std::slice::from_ref(&a), &[(800, 400)], (416, 416)),
+            vec![[208, 104]]
+        );
+        assert_eq!(box_wh(&[a]), vec![[400, 200]]);
     }
 
     #[test]
