@@ -7,7 +7,20 @@ use yolo_train::{toml_quote, PhaseKind, RunOutcome, TrainConfig, Trainer};
 
 /// Options of `yolo train`. Every setting of the TOML config can also be given as `--set key=value`
 /// (dotted keys, e.g. `--set frozen.epochs=10`); the named flags below are shorthands.
+///
+/// A phase's `epochs` is its own number of epochs (`--epochs unfreeze=10` and
+/// `--set unfreeze.epochs=10` both run 10 unfreeze epochs). Keras' absolute numbering stays
+/// available: each phase starts at its `initial_epoch` (unfreeze: 50) and ends before its
+/// `end_epoch` (`initial_epoch + epochs`, shown by `--print-config`, settable with
+/// `--set unfreeze.end_epoch=100`); `--set` given both `PHASE.initial_epoch` and `PHASE.epochs`
+/// reads that `epochs` as Keras' end epoch, as `model.fit(initial_epoch=, epochs=)` does.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Phases: scratch (off by default), bottleneck, frozen, unfreeze. \
+`epochs` counts a phase's own epochs; Keras' end epoch is `end_epoch` (see --print-config). \
+Settings apply in this order: the config file (or, with --resume, the run's stored config), \
+the named flags, --set, then --epochs/--batch-size/--lr."
+)]
 pub struct Args {
     /// TOML configuration file, laid over the train_bottleneck.py defaults.
     #[arg(long)]
@@ -51,6 +64,17 @@ pub struct Args {
     /// Input size: `N` or `HxW` (multiples of 32).
     #[arg(long)]
     pub input: Option<String>,
+    /// Epochs of a phase: `PHASE=N` runs N epochs of it (its own count, not Keras' end epoch),
+    /// `PHASE=+N` adds N; with `--resume` a finished run continues for the added epochs
+    /// (repeatable; PHASE: scratch, bottleneck, frozen, unfreeze).
+    #[arg(long = "epochs", value_name = "PHASE=N")]
+    pub epochs: Vec<String>,
+    /// Images per step of a phase: `PHASE=N` (repeatable).
+    #[arg(long = "batch-size", value_name = "PHASE=N")]
+    pub batch_size: Vec<String>,
+    /// Initial Adam learning rate of a phase: `PHASE=X`, X > 0 (repeatable).
+    #[arg(long = "lr", value_name = "PHASE=X")]
+    pub lr: Vec<String>,
     /// Skip a phase (scratch, bottleneck, frozen, unfreeze; repeatable).
     #[arg(long)]
     pub skip: Vec<String>,
@@ -142,7 +166,84 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
         o.push("skip_bad=true".into());
     }
     o.extend(a.set.iter().cloned());
+    o.extend(schedule_overrides(a)?);
     Ok(o)
+}
+
+/// Splits a `PHASE=VALUE` flag value, checking the phase name.
+fn phase_value<'a>(flag: &str, s: &'a str) -> anyhow::Result<(PhaseKind, &'a str)> {
+    let (p, v) = s
+        .split_once('=')
+        .with_context(|| format!("{flag} `{s}` is not PHASE=VALUE"))?;
+    let names: Vec<&str> = PhaseKind::ALL.iter().map(|p| p.name()).collect();
+    let phase = PhaseKind::parse(p.trim()).with_context(|| {
+        format!(
+            "{flag} `{s}`: unknown phase `{}` (phases: {})",
+            p.trim(),
+            names.join(", ")
+        )
+    })?;
+    Ok((phase, v.trim()))
+}
+
+/// `--epochs`, `--batch-size` and `--lr` as `key=value` overrides (laid after `--set`). An
+/// `--epochs` count is written as a TOML string (`"N"` or `"+N"`), which always counts the
+/// phase's own epochs, even when `--set` also names the phase's `initial_epoch`.
+fn schedule_overrides(a: &Args) -> anyhow::Result<Vec<String>> {
+    let mut o = Vec::new();
+    for s in &a.epochs {
+        let (p, v) = phase_value("--epochs", s)?;
+        let (plus, n) = match v.strip_prefix('+') {
+            Some(n) => ("+", n),
+            None => ("", v),
+        };
+        let n: u32 = n.parse().map_err(|_| {
+            anyhow::anyhow!("--epochs `{s}`: `{v}` is not a number of epochs (N, or +N to add N)")
+        })?;
+        o.push(format!("{p}.epochs=\"{plus}{n}\""));
+    }
+    for s in &a.batch_size {
+        let (p, v) = phase_value("--batch-size", s)?;
+        match v.parse::<usize>() {
+            Ok(n) if n >= 1 => o.push(format!("{p}.batch_size={n}")),
+            _ => anyhow::bail!("--batch-size `{s}`: `{v}` is not a batch size (an integer >= 1)"),
+        }
+    }
+    for s in &a.lr {
+        let (p, v) = phase_value("--lr", s)?;
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => o.push(format!("{p}.lr={x:?}")),
+            _ => anyhow::bail!("--lr `{s}`: `{v}` is not a learning rate (a number > 0)"),
+        }
+    }
+    Ok(o)
+}
+
+/// What `--resume` of a run with nothing left to train says.
+fn complete_message(dir: &str, s: &yolo_train::RunState) -> String {
+    let done: Vec<String> = PhaseKind::ALL
+        .into_iter()
+        .filter(|p| s.completed.contains(p))
+        .map(|p| {
+            let c = s.config.phase(p);
+            format!(
+                "{p} {} epochs (Keras epochs {}..{})",
+                c.count(),
+                c.initial_epoch,
+                c.epochs
+            )
+        })
+        .collect();
+    let last = s.completed.last().copied().unwrap_or(PhaseKind::Unfreeze);
+    format!(
+        "run {dir} is complete ({}): nothing left to train. To train longer, make the schedule \
+         longer, e.g. `yolo train --resume {dir} --epochs {last}=+10`",
+        if done.is_empty() {
+            "no phase has epochs".to_string()
+        } else {
+            done.join(", ")
+        }
+    )
 }
 
 /// Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
@@ -183,9 +284,26 @@ fn interrupted_message(dir: &str, during: &str, saved: Option<(PhaseKind, usize)
 pub fn run(a: Args) -> anyhow::Result<()> {
     let o = overrides(&a)?;
     let mut trainer = if let Some(dir) = &a.resume {
+        // The stored configuration, then the flags: what Trainer::resume will run.
+        let mut s = yolo_train::RunState::load(dir)?;
+        let stored = s.config.clone();
+        if !o.is_empty() {
+            s.config = stored.with_overrides(&o)?;
+        }
+        s.config.run_dir = dir.clone();
         if a.print_config {
-            let s = yolo_train::RunState::load(dir)?;
             print!("{}", s.config.to_toml()?);
+            return Ok(());
+        }
+        for p in s.unextendable(&stored) {
+            eprintln!(
+                "note: {p} is longer now but cannot be extended: later phases already ran on \
+                 from its weights (start a new run to change it)"
+            );
+        }
+        s.reopen_if_extended(&stored);
+        if !s.has_work() {
+            println!("{}", complete_message(&dir.display().to_string(), &s));
             return Ok(());
         }
         let t = Trainer::resume(dir, &o)?;
@@ -302,6 +420,113 @@ mod tests {
             interrupted_message("r", "bottleneck epoch 1", None),
             "interrupted during bottleneck epoch 1: no epoch had finished, so nothing was saved \
              in r; start again with the same command"
+        );
+    }
+
+    #[test]
+    fn schedule_flags_become_overrides_after_set_and_count_per_phase() {
+        let a = args(&[
+            "--set",
+            "unfreeze.initial_epoch=2",
+            "--set",
+            "unfreeze.epochs=4",
+            "--epochs",
+            "frozen=3",
+            "--epochs",
+            "unfreeze=+5",
+            "--batch-size",
+            "unfreeze=2",
+            "--lr",
+            "bottleneck=3e-5",
+            "--lr",
+            "frozen=0.01",
+        ]);
+        let o = overrides(&a).unwrap();
+        assert_eq!(
+            o,
+            [
+                "unfreeze.initial_epoch=2",
+                "unfreeze.epochs=4",
+                "frozen.epochs=\"3\"",
+                "unfreeze.epochs=\"+5\"",
+                "unfreeze.batch_size=2",
+                "bottleneck.lr=3e-5",
+                "frozen.lr=0.01",
+            ]
+        );
+        let c = TrainConfig::load(None, &o).unwrap();
+        // --set's pair is Keras' (2..4, 2 epochs); --epochs adds 5 of the phase's own.
+        assert_eq!(
+            (
+                c.unfreeze.initial_epoch,
+                c.unfreeze.epochs,
+                c.unfreeze.count()
+            ),
+            (2, 9, 7)
+        );
+        assert_eq!((c.frozen.initial_epoch, c.frozen.epochs), (0, 3));
+        assert_eq!(
+            (c.unfreeze.batch_size, c.bottleneck.lr, c.frozen.lr),
+            (2, 3e-5, 0.01)
+        );
+        // The default unfreeze (Keras 50..100) given 10 epochs runs 50..60.
+        let c = TrainConfig::load(
+            None,
+            &overrides(&args(&["--epochs", "unfreeze=10"])).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((c.unfreeze.initial_epoch, c.unfreeze.epochs), (50, 60));
+    }
+
+    #[test]
+    fn bad_schedule_flags_are_errors_naming_flag_and_value() {
+        let e = |argv: &[&str]| overrides(&args(argv)).unwrap_err().to_string();
+        assert_eq!(
+            e(&["--epochs", "warmup=3"]),
+            "--epochs `warmup=3`: unknown phase `warmup` (phases: scratch, bottleneck, frozen, unfreeze)"
+        );
+        assert_eq!(
+            e(&["--epochs", "frozen=3.5"]),
+            "--epochs `frozen=3.5`: `3.5` is not a number of epochs (N, or +N to add N)"
+        );
+        assert_eq!(
+            e(&["--epochs", "frozen=+"]),
+            "--epochs `frozen=+`: `+` is not a number of epochs (N, or +N to add N)"
+        );
+        assert_eq!(e(&["--epochs", "3"]), "--epochs `3` is not PHASE=VALUE");
+        assert_eq!(
+            e(&["--batch-size", "frozen=-4"]),
+            "--batch-size `frozen=-4`: `-4` is not a batch size (an integer >= 1)"
+        );
+        assert_eq!(
+            e(&["--lr", "unfreeze=0"]),
+            "--lr `unfreeze=0`: `0` is not a learning rate (a number > 0)"
+        );
+        assert_eq!(
+            e(&["--lr", "unfreeze=nan"]),
+            "--lr `unfreeze=nan`: `nan` is not a learning rate (a number > 0)"
+        );
+        assert_eq!(
+            e(&["--lr", "scratch=inf"]),
+            "--lr `scratch=inf`: `inf` is not a learning rate (a number > 0)"
+        );
+    }
+
+    #[test]
+    fn a_complete_run_says_so_and_how_to_extend_it() {
+        let cfg = TrainConfig::load(None, &["unfreeze.epochs=\"2\"".into()]).unwrap();
+        let mut s = yolo_train::RunState::new(cfg, PhaseKind::Bottleneck);
+        s.completed = vec![
+            PhaseKind::Bottleneck,
+            PhaseKind::Frozen,
+            PhaseKind::Unfreeze,
+        ];
+        assert_eq!(
+            complete_message("runs/a", &s),
+            "run runs/a is complete (bottleneck 30 epochs (Keras epochs 0..30), frozen 50 epochs \
+             (Keras epochs 0..50), unfreeze 2 epochs (Keras epochs 50..52)): nothing left to \
+             train. To train longer, make the schedule longer, e.g. \
+             `yolo train --resume runs/a --epochs unfreeze=+10`"
         );
     }
 
