@@ -1,168 +1,45 @@
-//! A small embedded 5x7 bitmap font for printable ASCII, so labels can be drawn without any font
-//! file. Each glyph is 5 columns of 7 bits (bit 0 = top row); glyphs are laid out on a 6x8 cell
-//! (one column and one row of spacing) and can be scaled by an integer factor.
+//! The one font every PNG of the project is written with: DejaVu Sans, embedded in the binary (so
+//! no font file has to be installed) and registered with plotters' ab_glyph renderer on first use.
+//! Detection labels ([`crate::draw`]), precision-recall plots ([`crate::pr_curve`]) and yolo-train's
+//! `loss.png` all take their text style from here.
 
-use image::{Rgb, RgbImage};
+use std::sync::Once;
 
-/// Glyph width in pixels before scaling.
-pub const GLYPH_W: u32 = 5;
-/// Glyph height in pixels before scaling.
-pub const GLYPH_H: u32 = 7;
-/// Horizontal advance per character (glyph + 1 column of spacing).
-pub const ADVANCE: u32 = 6;
-/// Line height (glyph + 1 row of spacing).
-pub const LINE_H: u32 = 8;
+use plotters::style::{FontDesc, FontFamily, FontStyle, RGBColor, TextStyle};
 
-/// Column bitmaps of the characters `' '` (0x20) to `'~'` (0x7E).
-#[rustfmt::skip]
-const GLYPHS: [[u8; 5]; 95] = [
-    [0x00, 0x00, 0x00, 0x00, 0x00], // ' '
-    [0x00, 0x00, 0x5F, 0x00, 0x00], // !
-    [0x00, 0x07, 0x00, 0x07, 0x00], // "
-    [0x14, 0x7F, 0x14, 0x7F, 0x14], // #
-    [0x24, 0x2A, 0x7F, 0x2A, 0x12], // $
-    [0x23, 0x13, 0x08, 0x64, 0x62], // %
-    [0x36, 0x49, 0x55, 0x22, 0x50], // &
-    [0x00, 0x05, 0x03, 0x00, 0x00], // '
-    [0x00, 0x1C, 0x22, 0x41, 0x00], // (
-    [0x00, 0x41, 0x22, 0x1C, 0x00], // )
-    [0x14, 0x08, 0x3E, 0x08, 0x14], // *
-    [0x08, 0x08, 0x3E, 0x08, 0x08], // +
-    [0x00, 0x50, 0x30, 0x00, 0x00], // ,
-    [0x08, 0x08, 0x08, 0x08, 0x08], // -
-    [0x00, 0x60, 0x60, 0x00, 0x00], // .
-    [0x20, 0x10, 0x08, 0x04, 0x02], // /
-    [0x3E, 0x51, 0x49, 0x45, 0x3E], // 0
-    [0x00, 0x42, 0x7F, 0x40, 0x00], // 1
-    [0x42, 0x61, 0x51, 0x49, 0x46], // 2
-    [0x21, 0x41, 0x45, 0x4B, 0x31], // 3
-    [0x18, 0x14, 0x12, 0x7F, 0x10], // 4
-    [0x27, 0x45, 0x45, 0x45, 0x39], // 5
-    [0x3C, 0x4A, 0x49, 0x49, 0x30], // 6
-    [0x01, 0x71, 0x09, 0x05, 0x03], // 7
-    [0x36, 0x49, 0x49, 0x49, 0x36], // 8
-    [0x06, 0x49, 0x49, 0x29, 0x1E], // 9
-    [0x00, 0x36, 0x36, 0x00, 0x00], // :
-    [0x00, 0x56, 0x36, 0x00, 0x00], // ;
-    [0x08, 0x14, 0x22, 0x41, 0x00], // <
-    [0x14, 0x14, 0x14, 0x14, 0x14], // =
-    [0x00, 0x41, 0x22, 0x14, 0x08], // >
-    [0x02, 0x01, 0x51, 0x09, 0x06], // ?
-    [0x32, 0x49, 0x79, 0x41, 0x3E], // @
-    [0x7E, 0x11, 0x11, 0x11, 0x7E], // A
-    [0x7F, 0x49, 0x49, 0x49, 0x36], // B
-    [0x3E, 0x41, 0x41, 0x41, 0x22], // C
-    [0x7F, 0x41, 0x41, 0x22, 0x1C], // D
-    [0x7F, 0x49, 0x49, 0x49, 0x41], // E
-    [0x7F, 0x09, 0x09, 0x09, 0x01], // F
-    [0x3E, 0x41, 0x49, 0x49, 0x7A], // G
-    [0x7F, 0x08, 0x08, 0x08, 0x7F], // H
-    [0x00, 0x41, 0x7F, 0x41, 0x00], // I
-    [0x20, 0x40, 0x41, 0x3F, 0x01], // J
-    [0x7F, 0x08, 0x14, 0x22, 0x41], // K
-    [0x7F, 0x40, 0x40, 0x40, 0x40], // L
-    [0x7F, 0x02, 0x0C, 0x02, 0x7F], // M
-    [0x7F, 0x04, 0x08, 0x10, 0x7F], // N
-    [0x3E, 0x41, 0x41, 0x41, 0x3E], // O
-    [0x7F, 0x09, 0x09, 0x09, 0x06], // P
-    [0x3E, 0x41, 0x51, 0x21, 0x5E], // Q
-    [0x7F, 0x09, 0x19, 0x29, 0x46], // R
-    [0x46, 0x49, 0x49, 0x49, 0x31], // S
-    [0x01, 0x01, 0x7F, 0x01, 0x01], // T
-    [0x3F, 0x40, 0x40, 0x40, 0x3F], // U
-    [0x1F, 0x20, 0x40, 0x20, 0x1F], // V
-    [0x3F, 0x40, 0x38, 0x40, 0x3F], // W
-    [0x63, 0x14, 0x08, 0x14, 0x63], // X
-    [0x07, 0x08, 0x70, 0x08, 0x07], // Y
-    [0x61, 0x51, 0x49, 0x45, 0x43], // Z
-    [0x00, 0x7F, 0x41, 0x41, 0x00], // [
-    [0x02, 0x04, 0x08, 0x10, 0x20], // backslash
-    [0x00, 0x41, 0x41, 0x7F, 0x00], // ]
-    [0x04, 0x02, 0x01, 0x02, 0x04], // ^
-    [0x40, 0x40, 0x40, 0x40, 0x40], // _
-    [0x00, 0x01, 0x02, 0x04, 0x00], // `
-    [0x20, 0x54, 0x54, 0x54, 0x78], // a
-    [0x7F, 0x48, 0x44, 0x44, 0x38], // b
-    [0x38, 0x44, 0x44, 0x44, 0x20], // c
-    [0x38, 0x44, 0x44, 0x48, 0x7F], // d
-    [0x38, 0x54, 0x54, 0x54, 0x18], // e
-    [0x08, 0x7E, 0x09, 0x01, 0x02], // f
-    [0x0C, 0x52, 0x52, 0x52, 0x3E], // g
-    [0x7F, 0x08, 0x04, 0x04, 0x78], // h
-    [0x00, 0x44, 0x7D, 0x40, 0x00], // i
-    [0x20, 0x40, 0x44, 0x3D, 0x00], // j
-    [0x7F, 0x10, 0x28, 0x44, 0x00], // k
-    [0x00, 0x41, 0x7F, 0x40, 0x00], // l
-    [0x7C, 0x04, 0x18, 0x04, 0x78], // m
-    [0x7C, 0x08, 0x04, 0x04, 0x78], // n
-    [0x38, 0x44, 0x44, 0x44, 0x38], // o
-    [0x7C, 0x14, 0x14, 0x14, 0x08], // p
-    [0x08, 0x14, 0x14, 0x18, 0x7C], // q
-    [0x7C, 0x08, 0x04, 0x04, 0x08], // r
-    [0x48, 0x54, 0x54, 0x54, 0x20], // s
-    [0x04, 0x3F, 0x44, 0x40, 0x20], // t
-    [0x3C, 0x40, 0x40, 0x20, 0x7C], // u
-    [0x1C, 0x20, 0x40, 0x20, 0x1C], // v
-    [0x3C, 0x40, 0x30, 0x40, 0x3C], // w
-    [0x44, 0x28, 0x10, 0x28, 0x44], // x
-    [0x0C, 0x50, 0x50, 0x50, 0x3C], // y
-    [0x44, 0x64, 0x54, 0x4C, 0x44], // z
-    [0x00, 0x08, 0x36, 0x41, 0x00], // {
-    [0x00, 0x00, 0x7F, 0x00, 0x00], // |
-    [0x00, 0x41, 0x36, 0x08, 0x00], // }
-    [0x08, 0x04, 0x08, 0x10, 0x08], // ~
-];
+/// The TrueType bytes of DejaVu Sans (licence: `assets/fonts/LICENSE`, Bitstream Vera terms).
+pub static DEJAVU_SANS: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 
-/// The 5 column bitmaps of `c`; characters outside printable ASCII are drawn as `?`.
-pub fn glyph(c: char) -> [u8; 5] {
-    let code = c as u32;
-    if (0x20..=0x7E).contains(&code) {
-        GLYPHS[(code - 0x20) as usize]
-    } else {
-        GLYPHS[(b'?' - 0x20) as usize]
-    }
-}
+/// The family name the font is registered under with plotters.
+pub const FAMILY: &str = "dejavu-sans";
 
-/// Size in pixels `(w, h)` of `text` drawn at integer `scale` (no trailing spacing).
-pub fn text_size(text: &str, scale: u32) -> (u32, u32) {
-    let n = text.chars().count() as u32;
-    if n == 0 {
-        return (0, 0);
-    }
-    ((n * ADVANCE - 1) * scale, GLYPH_H * scale)
-}
+static REGISTER: Once = Once::new();
 
-/// Draws `text` with its top-left corner at `(x, y)`, each font pixel a `scale x scale` square of
-/// `color`. Pixels outside the image are skipped.
-pub fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, color: Rgb<u8>, scale: u32) {
-    let s = scale.max(1) as i64;
-    for (n, c) in text.chars().enumerate() {
-        let gx = x + n as i64 * ADVANCE as i64 * s;
-        for (col, bits) in glyph(c).iter().enumerate() {
-            for row in 0..GLYPH_H as i64 {
-                if bits >> row & 1 == 1 {
-                    fill_rect(
-                        image,
-                        gx + col as i64 * s,
-                        y + row * s,
-                        gx + (col as i64 + 1) * s,
-                        y + (row + 1) * s,
-                        color,
-                    );
-                }
-            }
+/// Registers [`DEJAVU_SANS`] with plotters (once per process; later calls are free). Every
+/// function below calls it, so callers only need it when naming [`FAMILY`] themselves.
+pub fn register() {
+    REGISTER.call_once(|| {
+        // The bytes are a valid TrueType file compiled into the binary, checked by a test below.
+        if plotters::style::register_font(FAMILY, FontStyle::Normal, DEJAVU_SANS).is_err() {
+            panic!("embedded DejaVu Sans does not parse");
         }
-    }
+    });
 }
 
-/// Fills the pixels `x0 <= x < x1`, `y0 <= y < y1`, clipped to the image.
-pub fn fill_rect(image: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, color: Rgb<u8>) {
-    let (w, h) = (image.width() as i64, image.height() as i64);
-    for y in y0.max(0)..y1.min(h) {
-        for x in x0.max(0)..x1.min(w) {
-            image.put_pixel(x as u32, y as u32, color);
-        }
-    }
+/// The font at `size` pixels.
+pub fn font(size: f64) -> FontDesc<'static> {
+    register();
+    FontDesc::new(FontFamily::Name(FAMILY), size, FontStyle::Normal)
+}
+
+/// A text style: the font at `size` pixels in `color`.
+pub fn text_style(size: f64, color: RGBColor) -> TextStyle<'static> {
+    font(size).color(&color)
+}
+
+/// Width and height in pixels of `text` at `size` pixels, as plotters lays it out.
+pub fn text_size(text: &str, size: f64) -> (u32, u32) {
+    font(size).box_size(text).unwrap_or((0, 0))
 }
 
 #[cfg(test)]
@@ -170,31 +47,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glyphs_cover_printable_ascii_and_fall_back_to_question_mark() {
-        assert_eq!(glyph(' '), [0; 5]);
-        assert_eq!(glyph('1'), [0x00, 0x42, 0x7F, 0x40, 0x00]);
-        assert_eq!(glyph('é'), glyph('?'));
-        // Every visible glyph has at least one pixel and fits in 7 rows.
-        for c in 0x21u8..=0x7E {
-            let g = glyph(c as char);
-            assert!(g.iter().any(|b| *b != 0), "{}", c as char);
-            assert!(g.iter().all(|b| *b < 0x80), "{}", c as char);
-        }
-    }
-
-    #[test]
-    fn draws_the_vertical_bar_of_l_at_scale_2() {
-        let mut img = RgbImage::new(20, 20);
-        let white = Rgb([255, 255, 255]);
-        draw_text(&mut img, 2, 3, "L", white, 2);
-        // 'L' column 0 is 0x7F: rows 0..7 set -> pixels x 2..4, y 3..17.
-        assert_eq!(*img.get_pixel(2, 3), white);
-        assert_eq!(*img.get_pixel(3, 16), white);
-        assert_eq!(*img.get_pixel(2, 17), Rgb([0, 0, 0]));
-        // bottom row of 'L' spans columns 0..5 -> x 2..12 at y 15..17.
-        assert_eq!(*img.get_pixel(11, 16), white);
-        assert_eq!(*img.get_pixel(12, 16), Rgb([0, 0, 0]));
-        assert_eq!(text_size("L", 2), (10, 14));
-        assert_eq!(text_size("ab", 1), (11, 7));
+    fn embedded_font_registers_and_measures_text() {
+        register();
+        register();
+        let (w1, h1) = text_size("raccoon 0.87", 12.0);
+        let (w2, h2) = text_size("raccoon 0.87", 24.0);
+        assert!(w1 > 30 && h1 >= 8, "{w1}x{h1}");
+        assert!(w2 > w1 + 20 && h2 > h1, "{w2}x{h2} vs {w1}x{h1}");
+        assert!(text_size("WWW", 12.0).0 > text_size("iii", 12.0).0);
     }
 }

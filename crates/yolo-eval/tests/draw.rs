@@ -1,7 +1,26 @@
-//! Drawing detections and PR curves: box edges get the class colour at the right pixels.
+//! Drawing detections and PR curves: box edges get the class colour at the right pixels, labels
+//! and plot texts are really written (in the embedded font) where they belong.
 
 use image::{Rgb, RgbImage};
+use yolo_eval::draw::label_font_size;
+use yolo_eval::pr_curve::{CURVE, ENVELOPE, PLOT_H, PLOT_W};
 use yolo_eval::{class_color, draw_detections, draw_pr_curve, label_text, Detection};
+
+/// Pixels in `[x0, x1) x [y0, y1)` that are not `bg`.
+fn not_bg(img: &RgbImage, bg: Rgb<u8>, x0: u32, y0: u32, x1: u32, y1: u32) -> usize {
+    (y0..y1.min(img.height()))
+        .flat_map(|y| (x0..x1.min(img.width())).map(move |x| (x, y)))
+        .filter(|&(x, y)| *img.get_pixel(x, y) != bg)
+        .count()
+}
+
+/// Pixels darker than mid-grey in `[x0, x1) x [y0, y1)`.
+fn dark(img: &RgbImage, x0: u32, y0: u32, x1: u32, y1: u32) -> usize {
+    (y0..y1.min(img.height()))
+        .flat_map(|y| (x0..x1.min(img.width())).map(move |x| (x, y)))
+        .filter(|&(x, y)| img.get_pixel(x, y).0.iter().map(|&c| c as u32).sum::<u32>() < 300)
+        .count()
+}
 
 #[test]
 fn box_edges_have_the_class_colour_and_the_inside_is_untouched() {
@@ -72,17 +91,87 @@ fn boxes_outside_the_image_are_clipped_not_panicking() {
 }
 
 #[test]
-fn pr_curve_plot_has_axes_and_curve_pixels() {
+fn label_text_stays_inside_its_band_and_the_font_scales_with_the_image() {
+    let black = Rgb([0, 0, 0]);
+    let mut img = RgbImage::from_pixel(400, 300, black);
+    let det = Detection {
+        class: 2,
+        score: 0.5,
+        y_min: 100.0,
+        x_min: 100.0,
+        y_max: 200.0,
+        x_max: 300.0,
+    };
+    draw_detections(
+        &mut img,
+        &[det],
+        &["a".into(), "b".into(), "triangle".into()],
+    );
+    // 300 px high: keras-yolo3's floor(0.03 * 300 + 0.5) = 9, raised to the 10 px minimum.
+    assert_eq!(label_font_size(&img), 10.0);
+    assert_eq!(label_font_size(&RgbImage::new(10, 1000)), 30.0);
+    // Band: 2 px padding around a 10 px line, right above the box.
+    let (band_top, band_bottom) = (100 - 14, 100);
+    let c = class_color(2);
+    let mut text_px = 0;
+    for (x, y, p) in img.enumerate_pixels() {
+        let in_band = (band_top..band_bottom).contains(&y) && (100..200).contains(&x);
+        let on_box = (100..=300).contains(&x)
+            && (100..=200).contains(&y)
+            && !((102..=298).contains(&x) && (102..=198).contains(&y));
+        if *p != black {
+            assert!(in_band || on_box, "stray pixel ({x}, {y}) = {p:?}");
+        }
+        if in_band && *p != c {
+            text_px += 1;
+        }
+    }
+    assert!(
+        text_px > 40,
+        "\"triangle 0.50\" drawn: {text_px} text pixels"
+    );
+    // The band is only as wide as the text: it ends well before the box's right edge.
+    assert_eq!(*img.get_pixel(250, band_top + 1), black);
+}
+
+#[test]
+fn pr_curve_plot_has_curves_legend_and_axis_titles() {
     let img = draw_pr_curve(&[0.5, 0.5, 1.0], &[1.0, 0.5, 2.0 / 3.0], "a AP 0.83");
-    assert_eq!(
-        img.dimensions(),
-        (yolo_eval::pr_curve::PLOT_W, yolo_eval::pr_curve::PLOT_H)
+    assert_eq!(img.dimensions(), (PLOT_W, PLOT_H));
+    let count = |c: Rgb<u8>| img.pixels().filter(|p| **p == c).count();
+    assert!(count(CURVE) > 100, "raw curve");
+    assert!(count(ENVELOPE) > 100, "envelope");
+    // The raw curve reaches precision 1 at recall 0.5: its highest pixel is in the top part of the
+    // plot, around the horizontal middle.
+    let (x, y) = img
+        .enumerate_pixels()
+        .filter(|(_, _, p)| **p == CURVE)
+        .map(|(x, y, _)| (x, y))
+        .min_by_key(|&(_, y)| y)
+        .unwrap();
+    assert!(y < PLOT_H / 4, "top of curve at y {y}");
+    assert!(
+        (PLOT_W / 3..2 * PLOT_W / 3).contains(&x),
+        "top of curve at x {x}"
     );
-    let (x, y) = yolo_eval::pr_curve::to_pixel(0.5, 1.0);
-    assert_eq!(
-        *img.get_pixel(x as u32, y as u32),
-        yolo_eval::pr_curve::CURVE
+    // Title on top, "recall" below the x axis, "precision" left of the y axis, legend text.
+    assert!(dark(&img, 0, 0, PLOT_W, 30) > 40, "title");
+    assert!(
+        dark(&img, PLOT_W / 2 - 60, PLOT_H - 25, PLOT_W / 2 + 60, PLOT_H) > 20,
+        "recall"
     );
-    let (ox, oy) = yolo_eval::pr_curve::to_pixel(0.0, 0.0);
-    assert_eq!(*img.get_pixel(ox as u32 + 50, oy as u32), Rgb([0, 0, 0]));
+    assert!(
+        dark(&img, 0, PLOT_H / 4, 25, 3 * PLOT_H / 4) > 20,
+        "precision"
+    );
+    let white = Rgb([255, 255, 255]);
+    assert!(not_bg(&img, white, 0, 0, PLOT_W, PLOT_H) > 2000);
+    // An empty curve still draws the frame and the title.
+    let empty = draw_pr_curve(&[], &[], "b AP 0.00");
+    assert!(dark(&empty, 0, 0, PLOT_W, 30) > 40);
+    yolo_eval::save_png(
+        &img,
+        &std::env::temp_dir().join("yolo_eval_pr_curve_test.png"),
+    )
+    .unwrap();
 }
