@@ -460,3 +460,60 @@ fn eval_run_uses_the_validation_split_and_latest_weights_of_a_run() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no weights yet"));
 }
+
+#[test]
+fn detect_run_takes_classes_anchors_input_and_weights_from_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, classes, _) = tiny_model_files(dir.path());
+    let img = dir.path().join("x.png");
+    image::RgbImage::new(80, 48).save(&img).unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let cfg = yolo_train::TrainConfig {
+        annotations: dir.path().join("unused.txt"),
+        classes: classes.clone(),
+        anchors: None,
+        tiny: true,
+        input: [64, 96],
+        run_dir: run.clone(),
+        ..Default::default()
+    };
+    let mut state = yolo_train::RunState::new(cfg, yolo_train::PhaseKind::Frozen);
+    state.completed = vec![yolo_train::PhaseKind::Frozen];
+    std::fs::copy(&weights, run.join("trained_weights_stage_1.safetensors")).unwrap();
+    state.save(&run).unwrap();
+    let out = dir.path().join("out");
+    let detect = |out: &Path| {
+        run_ok(yolo().args([
+            "detect",
+            "--run",
+            run.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let stdout = detect(&out);
+    for line in [
+        format!(
+            "model: tiny YOLOv3 (safetensors), 2 classes, from {}",
+            run.join("trained_weights_stage_1.safetensors").display()
+        ),
+        "  variant: the run's config.toml (tiny = true)".to_string(),
+        format!("  classes: the run's classes file {}", classes.display()),
+        "  anchors: 10,14,  23,27,  37,58,  81,82,  135,169,  344,319 from keras-yolo3's \
+         tiny_yolo_anchors.txt (built in)"
+            .to_string(),
+        "  input: 96x64 from the run's config.toml".to_string(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} not in\n{stdout}");
+    }
+    assert!(out.join("detections.json").is_file());
+    // A best model, when the run has one, wins over the phase's weights.
+    std::fs::copy(&weights, run.join("best.safetensors")).unwrap();
+    let stdout = detect(&dir.path().join("out2"));
+    assert!(
+        stdout.contains(&format!("from {}", run.join("best.safetensors").display())),
+        "{stdout}"
+    );
+}

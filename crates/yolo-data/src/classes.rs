@@ -6,6 +6,16 @@ use std::path::Path;
 
 use crate::DataError;
 
+/// The 80 COCO class names in darknet's `coco.names` order (keras-yolo3's
+/// `model_data/coco_classes.txt`): the classes of COCO-pretrained darknet weights, used when such
+/// weights come without a classes file.
+pub fn coco80_classes() -> Vec<String> {
+    include_str!("coco80.names")
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
 /// Parses the text of a classes file (`file` names it in errors). Names are trimmed. Blank lines at
 /// the end are ignored; a blank line between names is an error (it would shift every later id, where
 /// keras-yolo3 would silently make an empty class), and so is a duplicate name. A leading UTF-8
@@ -114,5 +124,16 @@ mod tests {
                 prop_assert!(names.iter().all(|n| !n.is_empty()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod coco80_tests {
+    #[test]
+    fn coco80_has_the_80_darknet_names_in_order() {
+        let c = super::coco80_classes();
+        assert_eq!(c.len(), 80);
+        assert_eq!((c[0].as_str(), c[15].as_str()), ("person", "cat"));
+        assert_eq!((c[21].as_str(), c[79].as_str()), ("bear", "toothbrush"));
     }
 }

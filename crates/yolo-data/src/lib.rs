@@ -70,7 +70,7 @@ pub use augment::{
 pub use check::{
     check_annotation_bytes, check_dataset, CheckOptions, CheckReport, Problem, ProblemKind,
 };
-pub use classes::{parse_classes, read_classes, write_classes};
+pub use classes::{coco80_classes, parse_classes, read_classes, write_classes};
 pub use coco::{convert_coco, parse_coco, CocoDataset, CocoOptions};
 pub use error::DataError;
 pub use image_io::{

@@ -8,7 +8,7 @@ use yolo_data::InputShape;
 
 use crate::detection::Detections;
 use crate::error::Result;
-use crate::postprocess::{yolo_eval_batch, EvalParams};
+use crate::postprocess::{yolo_eval_batch_masked, EvalParams};
 
 /// A network plus everything `yolo_eval` needs to turn its outputs into detections.
 pub struct Detector<F>
@@ -19,6 +19,9 @@ where
     pub forward: F,
     /// All anchors of the model (9 or 6), as (w, h) in input pixels.
     pub anchors: Vec<[f32; 2]>,
+    /// Anchor indices per output layer, coarsest first (a darknet cfg's `mask=`); `None`:
+    /// keras-yolo3's `anchor_mask`.
+    pub masks: Option<Vec<Vec<usize>>>,
     /// Number of classes.
     pub num_classes: usize,
     /// Network input size.
@@ -50,9 +53,10 @@ where
         }
         let x = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
         let outputs = (self.forward)(&x)?;
-        yolo_eval_batch(
+        yolo_eval_batch_masked(
             &outputs,
             &self.anchors,
+            self.masks.as_deref(),
             self.num_classes,
             &shapes,
             &self.params,

@@ -50,8 +50,8 @@ pub use ground_truth::{
 };
 pub use nms::{box_iou_yxyx, non_max_suppression};
 pub use postprocess::{
-    select_detections, yolo_boxes_and_scores, yolo_correct_boxes, yolo_eval, yolo_eval_batch,
-    EvalParams, LetterboxInverse,
+    select_detections, yolo_boxes_and_scores, yolo_boxes_and_scores_masked, yolo_correct_boxes,
+    yolo_eval, yolo_eval_batch, yolo_eval_batch_masked, EvalParams, LetterboxInverse,
 };
 pub use pr_curve::{draw_pr_curve, save_png};
 pub use report::MapReport;

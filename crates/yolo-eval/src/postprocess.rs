@@ -177,12 +177,42 @@ pub fn yolo_boxes_and_scores(
     num_classes: usize,
     image_hw: &[(f32, f32)],
 ) -> Result<(Tensor, Tensor)> {
-    let mask = yolo_loss::anchor_mask(outputs.len()).ok_or_else(|| {
-        EvalError::Invalid(format!(
-            "yolo_eval: {} output layers; expected 3 (YOLOv3) or 2 (tiny)",
-            outputs.len()
-        ))
-    })?;
+    yolo_boxes_and_scores_masked(outputs, anchors, None, num_classes, image_hw)
+}
+
+/// keras-yolo3's `anchor_mask` for `outputs.len()` layers, or an error naming the count.
+fn keras_mask(layers: usize) -> Result<Vec<Vec<usize>>> {
+    yolo_loss::anchor_mask(layers)
+        .map(|m| m.iter().map(|l| l.to_vec()).collect())
+        .ok_or_else(|| {
+            EvalError::Invalid(format!(
+                "yolo_eval: {layers} output layers; expected 3 (YOLOv3) or 2 (tiny)"
+            ))
+        })
+}
+
+/// [`yolo_boxes_and_scores`] with the anchors of each layer given by `masks` (one list of anchor
+/// indices per output layer, coarsest first, as a darknet cfg's `mask=` lines); `None` means
+/// keras-yolo3's `anchor_mask`. darknet's `yolov3-tiny.cfg` decodes its second layer with anchors
+/// 0,1,2 where keras-yolo3 uses 1,2,3.
+pub fn yolo_boxes_and_scores_masked(
+    outputs: &[Tensor],
+    anchors: &[[f32; 2]],
+    masks: Option<&[Vec<usize>]>,
+    num_classes: usize,
+    image_hw: &[(f32, f32)],
+) -> Result<(Tensor, Tensor)> {
+    let mask = match masks {
+        Some(m) => m.to_vec(),
+        None => keras_mask(outputs.len())?,
+    };
+    if mask.len() != outputs.len() {
+        return Err(EvalError::Invalid(format!(
+            "yolo_eval: {} output layers but {} anchor masks",
+            outputs.len(),
+            mask.len()
+        )));
+    }
     let needed = mask.iter().flatten().max().map_or(0, |m| m + 1);
     if anchors.len() < needed {
         return Err(EvalError::Invalid(format!(
@@ -194,7 +224,7 @@ pub fn yolo_boxes_and_scores(
     let input_hw = input_hw_of(outputs)?;
     let mut all_boxes = Vec::with_capacity(outputs.len());
     let mut all_scores = Vec::with_capacity(outputs.len());
-    for (raw, layer_mask) in outputs.iter().zip(mask) {
+    for (raw, layer_mask) in outputs.iter().zip(&mask) {
         let layer_anchors: Vec<[f32; 2]> = layer_mask.iter().map(|&a| anchors[a]).collect();
         let raw = if raw.dtype() == DType::F32 {
             raw.clone()
@@ -267,7 +297,20 @@ pub fn yolo_eval_batch(
     image_hw: &[(f32, f32)],
     params: &EvalParams,
 ) -> Result<Vec<Detections>> {
-    let (boxes, scores) = yolo_boxes_and_scores(outputs, anchors, num_classes, image_hw)?;
+    yolo_eval_batch_masked(outputs, anchors, None, num_classes, image_hw, params)
+}
+
+/// [`yolo_eval_batch`] with per-layer anchor masks (see [`yolo_boxes_and_scores_masked`]).
+pub fn yolo_eval_batch_masked(
+    outputs: &[Tensor],
+    anchors: &[[f32; 2]],
+    masks: Option<&[Vec<usize>]>,
+    num_classes: usize,
+    image_hw: &[(f32, f32)],
+    params: &EvalParams,
+) -> Result<Vec<Detections>> {
+    let (boxes, scores) =
+        yolo_boxes_and_scores_masked(outputs, anchors, masks, num_classes, image_hw)?;
     let boxes = boxes.to_vec3::<f32>()?;
     let scores = scores.to_vec3::<f32>()?;
     Ok(boxes

@@ -38,6 +38,7 @@ fn detector_passes_each_image_size_to_yolo_eval() {
             raws.iter().map(|r| r.repeat((m, 1, 1, 1))).collect()
         },
         anchors: t["anchors"].data.chunks(2).map(|c| [c[0], c[1]]).collect(),
+        masks: None,
         num_classes: 3,
         input: InputShape::square416(),
         params: EvalParams::default(),

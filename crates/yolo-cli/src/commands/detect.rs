@@ -1,33 +1,22 @@
-//! `yolo detect`: run a trained model on images, write them with their boxes drawn and a COCO
-//! results file `detections.json` (its `image_id` is each image's path as given).
+//! `yolo detect`: run a model (darknet .weights, a checkpoint or a run folder) on images, write
+//! them with their boxes drawn and a COCO results file `detections.json` (its `image_id` is each
+//! image's path as given). Video files and cameras are not read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
-use yolo_data::{read_anchors, read_classes, InputShape};
+use candle_core::Device;
 use yolo_eval::{coco_results_json, draw_detections, Detector, EvalParams, ImageRef};
-use yolo_model::{YoloBody, YoloConfig};
+use yolo_model::YoloBody;
+use yolo_train::ModelSource;
+
+use super::model_args::ModelArgs;
 
 /// Options of `yolo detect`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model weights (safetensors checkpoint written by `yolo train`).
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// Classes file, one name per line.
-    #[arg(long)]
-    pub classes: PathBuf,
-    /// Anchors file (9 anchors, or 6 with --tiny).
-    #[arg(long)]
-    pub anchors: PathBuf,
-    /// The model is tiny YOLOv3.
-    #[arg(long)]
-    pub tiny: bool,
-    /// Network input size (square, a multiple of 32).
-    #[arg(long, default_value_t = 416)]
-    pub input_size: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Score threshold (objectness x class probability).
     #[arg(long, default_value_t = 0.3, value_parser = super::unit_interval)]
     pub score: f32,
@@ -40,9 +29,6 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
-    /// Device: cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Image files, or folders whose .jpg/.jpeg/.png files are all used.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -51,94 +37,50 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// A loaded network with its anchors and classes, ready for [`Detector`].
+/// A loaded network with what its detector needs (see [`ModelSource`]).
 pub(crate) struct LoadedModel {
     pub body: YoloBody,
-    pub anchors: Vec<[f32; 2]>,
-    pub classes: Vec<String>,
+    pub source: ModelSource,
     pub device: Device,
 }
 
 impl LoadedModel {
-    /// The [`Detector`] running this network at `input` with `params`.
+    /// Resolves and loads the model `args` name, on `args.device`.
+    pub(crate) fn load(args: &ModelArgs) -> anyhow::Result<Self> {
+        if !args.given() {
+            bail!("give --weights FILE (.weights or .safetensors) or --run DIR");
+        }
+        let source = ModelSource::resolve(&args.request())?;
+        let device = yolo_train::parse_device(&args.device)?;
+        let body = source.load(&device)?;
+        Ok(LoadedModel {
+            body,
+            source,
+            device,
+        })
+    }
+
+    /// The class names.
+    pub(crate) fn classes(&self) -> &[String] {
+        &self.source.classes
+    }
+
+    /// The [`Detector`] running this network at its input size with `params`.
     pub(crate) fn detector(
         &self,
-        input: InputShape,
         params: EvalParams,
     ) -> Detector<impl Fn(&candle_core::Tensor) -> candle_core::Result<Vec<candle_core::Tensor>> + '_>
     {
         Detector {
             forward: |x: &candle_core::Tensor| self.body.forward(x),
-            anchors: self.anchors.clone(),
-            num_classes: self.classes.len(),
-            input,
+            anchors: self.source.anchors.wh.clone(),
+            masks: Some(self.source.masks.clone()),
+            num_classes: self.source.classes.len(),
+            input: self.source.input,
             params,
             device: self.device.clone(),
         }
     }
-}
-
-/// Reads classes and anchors files and builds the network (see [`build_model`]).
-pub(crate) fn load_model(
-    weights: &Path,
-    classes: &Path,
-    anchors: &Path,
-    tiny: bool,
-    device: &str,
-) -> anyhow::Result<LoadedModel> {
-    build_model(
-        weights,
-        read_classes(classes)?,
-        read_anchors(anchors)?.wh,
-        tiny,
-        device,
-    )
-}
-
-/// Checks the anchor count against the variant and builds the network on the checkpoint's tensors.
-pub(crate) fn build_model(
-    weights: &Path,
-    classes: Vec<String>,
-    anchors: Vec<[f32; 2]>,
-    tiny: bool,
-    device: &str,
-) -> anyhow::Result<LoadedModel> {
-    let cfg = if tiny {
-        YoloConfig::tiny(classes.len())
-    } else {
-        YoloConfig::v3(classes.len())
-    };
-    let want = cfg.num_layers() * cfg.num_anchors;
-    if anchors.len() != want {
-        bail!(
-            "{} anchors in the anchors file, {} needs {want}{}",
-            anchors.len(),
-            if tiny { "tiny YOLOv3" } else { "YOLOv3" },
-            if tiny {
-                ""
-            } else {
-                " (pass --tiny for a tiny model)"
-            }
-        );
-    }
-    let device = yolo_train::parse_device(device)?;
-    // SAFETY: the checkpoint is memory-mapped read-only; it must not be modified while we run.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
-        .with_context(|| format!("{}: cannot read the weights", weights.display()))?;
-    let body = YoloBody::new(&cfg, vb).with_context(|| {
-        format!(
-            "{}: weights do not fit {} with {} classes",
-            weights.display(),
-            cfg.describe(),
-            classes.len()
-        )
-    })?;
-    Ok(LoadedModel {
-        body,
-        anchors,
-        classes,
-        device,
-    })
 }
 
 /// Expands folders into their image files (sorted, not recursive); files are kept as given.
@@ -172,25 +114,18 @@ pub(crate) fn collect_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>>
 
 /// Runs detection and writes the outputs.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let input = InputShape::new(args.input_size, args.input_size)?;
-    let model = load_model(
-        &args.weights,
-        &args.classes,
-        &args.anchors,
-        args.tiny,
-        &args.device,
-    )?;
+    let model = LoadedModel::load(&args.model)?;
+    for line in model.source.describe() {
+        println!("{line}");
+    }
     let images = collect_images(&args.images)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
-    let detector = model.detector(
-        input,
-        EvalParams {
-            score_threshold: args.score,
-            iou_threshold: args.iou,
-            max_boxes: args.max_boxes,
-        },
-    );
+    let detector = model.detector(EvalParams {
+        score_threshold: args.score,
+        iou_threshold: args.iou,
+        max_boxes: args.max_boxes,
+    });
     let mut results = Vec::with_capacity(images.len());
     let mut used_names = std::collections::HashSet::new();
     // An unreadable image is reported and left out; the others are still detected and written.
@@ -215,7 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let dets = detector.detect(&loaded)?;
         for ((path, mut img), d) in paths.into_iter().zip(loaded).zip(dets) {
-            draw_detections(&mut img, &d, &model.classes);
+            draw_detections(&mut img, &d, model.classes());
             let stem = path
                 .file_stem()
                 .map_or_else(|| "image".to_string(), |s| s.to_string_lossy().into_owned());
@@ -236,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             results.push((ImageRef::Name(path.display().to_string()), d));
         }
     }
-    let ids: Vec<i64> = (0..model.classes.len() as i64).collect();
+    let ids: Vec<i64> = (0..model.classes().len() as i64).collect();
     let json_path = args.out.join("detections.json");
     let text = serde_json::to_string_pretty(&coco_results_json(&results, &ids))?;
     std::fs::write(&json_path, text)

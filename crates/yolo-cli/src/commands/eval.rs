@@ -3,10 +3,10 @@
 //! its validation split (`--run DIR`), or of a results file against ground truth
 //! (`--detections RESULTS.json --ground-truth GT`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::model_args::ModelArgs;
 use anyhow::{bail, Context};
-use yolo_data::InputShape;
 use yolo_eval::{
     draw_pr_curve, evaluate_map, read_coco_results, read_ground_truth, save_png, EvalParams,
     MapReport,
@@ -15,15 +15,10 @@ use yolo_eval::{
 /// Options of `yolo eval`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model weights (model mode; needs --annotations, --classes, --anchors, unless --run is given).
-    #[arg(long, conflicts_with = "detections")]
-    pub weights: Option<PathBuf>,
-    /// A training run folder: evaluate on its validation split, with its classes, anchors, input
-    /// size and model variant; weights: --weights, else the latest epoch's, else the last finished
-    /// phase's.
-    #[arg(long, conflicts_with_all = ["detections", "annotations"])]
-    pub run: Option<PathBuf>,
-    /// keras-yolo3 annotation file to evaluate the model on.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// keras-yolo3 annotation file to evaluate --weights on (with --run: the run's validation
+    /// split is used instead).
     #[arg(long)]
     pub annotations: Option<PathBuf>,
     /// COCO results file (`image_id` an integer id or a file name), evaluated without a model.
@@ -33,18 +28,6 @@ pub struct Args {
     /// category_id is the 0-based line of the classes file) or a COCO instances JSON.
     #[arg(long)]
     pub ground_truth: Option<PathBuf>,
-    /// Classes file, one name per line.
-    #[arg(long)]
-    pub classes: Option<PathBuf>,
-    /// Anchors file (model mode).
-    #[arg(long)]
-    pub anchors: Option<PathBuf>,
-    /// The model is tiny YOLOv3.
-    #[arg(long)]
-    pub tiny: bool,
-    /// Network input size (model mode).
-    #[arg(long, default_value_t = 416)]
-    pub input_size: usize,
     /// Score threshold in model mode (low: mAP needs the whole ranking).
     #[arg(long, default_value_t = 0.001, value_parser = super::unit_interval)]
     pub score: f32,
@@ -57,9 +40,6 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
-    /// Device: cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -89,95 +69,75 @@ fn evaluate_model(
     args: &Args,
     model: &super::detect::LoadedModel,
     annotations: &[yolo_data::Annotation],
-    source: &std::path::Path,
-    input: InputShape,
+    source: &Path,
 ) -> anyhow::Result<MapReport> {
-    let detector = model.detector(
-        input,
-        EvalParams {
-            score_threshold: args.score,
-            iou_threshold: args.iou,
-            max_boxes: args.max_boxes,
-        },
-    );
+    let detector = model.detector(EvalParams {
+        score_threshold: args.score,
+        iou_threshold: args.iou,
+        max_boxes: args.max_boxes,
+    });
     Ok(evaluate_map(
         annotations,
-        &model.classes,
+        model.classes(),
         source,
         args.batch_size,
         |imgs| detector.detect(imgs),
     )?)
 }
 
-/// `--run DIR`: the run's validation split, classes, anchors, input and weights.
-fn evaluate_run(args: &Args, run: &std::path::Path) -> anyhow::Result<MapReport> {
+/// `--run DIR`: the run's validation split, with the model `--run` resolves to.
+fn evaluate_run(args: &Args, run: &Path) -> anyhow::Result<MapReport> {
     let state = yolo_train::RunState::load(run)?;
     let data = yolo_train::Dataset::load(&state.config)?;
-    // The latest epoch's weights when they are still there, else the last finished phase's.
-    let latest = state
-        .weights
-        .as_ref()
-        .map(|w| run.join(w))
-        .filter(|w| w.is_file());
-    let weights = match (&args.weights, latest, state.completed.last()) {
-        (Some(w), _, _) => w.clone(),
-        (None, Some(w), _) => w,
-        (None, None, Some(phase)) => run.join(phase.weights_file()),
-        (None, None, None) => bail!(
-            "{}: the run has no weights yet; pass --weights",
-            run.display()
-        ),
-    };
+    let model = super::detect::LoadedModel::load(&args.model)?;
     println!(
         "evaluating {} on {} validation images of {}",
-        weights.display(),
+        model.source.weights.display(),
         data.val.len(),
         state.config.annotations.display()
     );
-    let model = super::detect::build_model(
-        &weights,
-        data.classes,
-        data.anchors.wh,
-        state.config.tiny,
-        &args.device,
-    )?;
-    evaluate_model(
-        args,
-        &model,
-        &data.val,
-        &state.config.annotations,
-        data.input,
-    )
+    evaluate_model(args, &model, &data.val, &state.config.annotations)
+}
+
+/// The ground truth's classes for --detections: --classes when given.
+fn given_classes(args: &Args) -> anyhow::Result<Option<Vec<String>>> {
+    Ok(match &args.model.classes {
+        Some(c) => Some(yolo_data::read_classes(c)?),
+        None => None,
+    })
 }
 
 fn evaluate(args: &Args) -> anyhow::Result<MapReport> {
-    if let Some(run) = &args.run {
+    if args.model.given() && args.detections.is_some() {
+        bail!("--detections evaluates a results file without a model: drop --weights / --run");
+    }
+    if let Some(run) = &args.model.run {
+        if args.annotations.is_some() {
+            bail!("--run evaluates on the run's validation split: drop --annotations (or use --weights with --annotations)");
+        }
         evaluate_run(args, run)
-    } else if let Some(weights) = &args.weights {
-        let (Some(ann), Some(classes), Some(anchors)) =
-            (&args.annotations, &args.classes, &args.anchors)
-        else {
-            bail!("--weights needs --annotations, --classes and --anchors");
+    } else if args.model.weights.is_some() {
+        let Some(ann) = &args.annotations else {
+            bail!("--weights needs --annotations FILE to evaluate on");
         };
-        let input = InputShape::new(args.input_size, args.input_size)?;
-        let model = super::detect::load_model(weights, classes, anchors, args.tiny, &args.device)?;
+        let model = super::detect::LoadedModel::load(&args.model)?;
+        for line in model.source.describe() {
+            println!("{line}");
+        }
         let annotations = yolo_data::read_annotations(ann)?;
-        evaluate_model(args, &model, &annotations, ann, input)
+        evaluate_model(args, &model, &annotations, ann)
     } else if let Some(det_path) = &args.detections {
         let gt_path = args
             .ground_truth
             .as_ref()
             .context("--detections needs --ground-truth")?;
-        let classes = match &args.classes {
-            Some(c) => Some(yolo_data::read_classes(c)?),
-            None => None,
-        };
+        let classes = given_classes(args)?;
         let gt = read_ground_truth(gt_path, classes.as_deref())?;
         let mut set = gt.set.clone();
         set.detections = read_coco_results(det_path, &gt)?;
         Ok(MapReport::evaluate(&set))
     } else {
-        bail!("give either --weights W --annotations FILE (with --classes, --anchors), --run DIR, or --detections RESULTS.json --ground-truth GT");
+        bail!("give either --weights W --annotations FILE, --run DIR, or --detections RESULTS.json --ground-truth GT");
     }
 }
 

@@ -16,6 +16,7 @@ mod demo;
 mod detect;
 mod eval;
 mod info;
+mod model_args;
 mod synth;
 mod train;
 mod voc2txt;
