@@ -10,9 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use yolo_data::{write_anchors, write_synth, Anchors, SynthConfig};
-use yolo_eval::{draw_detections, EvalParams};
+use yolo_eval::{draw_detections, Detection, EvalParams};
 
 use crate::config::{PhaseKind, TrainConfig};
 use crate::error::{Result, TrainError};
@@ -144,6 +145,43 @@ pub fn demo_train_config(d: &DemoConfig, data_dir: &Path) -> TrainConfig {
     c
 }
 
+/// Longer side, in pixels, of the demo's detection pictures: the 96 px test images are enlarged to
+/// it before drawing, so the labels are readable without covering the objects.
+pub const DRAW_SIZE: u32 = 384;
+
+/// Enlarges `image` (nearest neighbour, which keeps the synthetic shapes' edges sharp) so that its
+/// longer side is at least `min_side` pixels, and scales `detections` to match. Images already
+/// that large come back unchanged.
+pub fn upscale_for_drawing(
+    image: &RgbImage,
+    detections: &[Detection],
+    min_side: u32,
+) -> (RgbImage, Vec<Detection>) {
+    let (w, h) = image.dimensions();
+    let long = w.max(h);
+    if long == 0 || long >= min_side {
+        return (image.clone(), detections.to_vec());
+    }
+    let k = min_side as f64 / long as f64;
+    let (nw, nh) = (
+        ((w as f64 * k).round() as u32).max(1),
+        ((h as f64 * k).round() as u32).max(1),
+    );
+    let big = image::imageops::resize(image, nw, nh, image::imageops::FilterType::Nearest);
+    let (sx, sy) = (nw as f32 / w as f32, nh as f32 / h as f32);
+    let scaled = detections
+        .iter()
+        .map(|d| Detection {
+            x_min: d.x_min * sx,
+            x_max: d.x_max * sx,
+            y_min: d.y_min * sy,
+            y_max: d.y_max * sy,
+            ..*d
+        })
+        .collect();
+    (big, scaled)
+}
+
 /// Runs the demo; `log` receives progress messages.
 pub fn run_demo(d: &DemoConfig, log: impl FnMut(&str) + Clone + 'static) -> Result<DemoReport> {
     let t0 = Instant::now();
@@ -206,8 +244,9 @@ pub fn run_demo(d: &DemoConfig, log: impl FnMut(&str) + Clone + 'static) -> Resu
     std::fs::create_dir_all(&det_dir).map_err(|e| TrainError::io(&det_dir, e))?;
     let mut drawn = Vec::new();
     for (a, ds) in test.annotations.iter().zip(&dets).take(d.draw) {
-        let mut img = yolo_data::load_rgb(&a.path)?;
+        let img = yolo_data::load_rgb(&a.path)?;
         let shown: Vec<_> = ds.iter().filter(|x| x.score >= 0.3).copied().collect();
+        let (mut img, shown) = upscale_for_drawing(&img, &shown, DRAW_SIZE);
         draw_detections(&mut img, &shown, &data.classes);
         let name = a
             .path
@@ -231,4 +270,56 @@ pub fn run_demo(d: &DemoConfig, log: impl FnMut(&str) + Clone + 'static) -> Resu
         report.test_map, d.test_images, report.seconds
     ));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    #[test]
+    fn small_images_are_upscaled_with_their_boxes_before_drawing() {
+        let mut img = RgbImage::from_pixel(96, 48, Rgb([0, 0, 0]));
+        img.put_pixel(10, 20, Rgb([255, 0, 0]));
+        let det = Detection {
+            class: 0,
+            score: 0.9,
+            y_min: 8.0,
+            x_min: 4.0,
+            y_max: 40.0,
+            x_max: 90.0,
+        };
+        let (big, dets) = upscale_for_drawing(&img, &[det], DRAW_SIZE);
+        assert_eq!(big.dimensions(), (384, 192));
+        // Nearest neighbour: source pixel (10, 20) covers (40..44, 80..84).
+        assert_eq!(*big.get_pixel(41, 82), Rgb([255, 0, 0]));
+        assert_eq!(*big.get_pixel(44, 82), Rgb([0, 0, 0]));
+        let d = dets[0];
+        assert_eq!(
+            (d.x_min, d.y_min, d.x_max, d.y_max),
+            (16.0, 32.0, 360.0, 160.0)
+        );
+        assert_eq!((d.class, d.score), (0, 0.9));
+
+        // Drawn on the enlarged image, the label (12 px DejaVu Sans) stays a small part of it.
+        let mut drawn = big.clone();
+        draw_detections(&mut drawn, &dets, &["circle".into()]);
+        let changed = drawn
+            .pixels()
+            .zip(big.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(changed < (384 * 192) / 10, "{changed} pixels changed");
+        assert_eq!(*drawn.get_pixel(16, 100), yolo_eval::class_color(0));
+        // A copy to look at: PLOT_SAMPLE_DIR=/tmp cargo test -p yolo-train --lib demo
+        if let Some(dir) = std::env::var_os("PLOT_SAMPLE_DIR") {
+            drawn.save(Path::new(&dir).join("detections.png")).unwrap();
+        }
+
+        // Already large enough: unchanged.
+        let large = RgbImage::new(500, 400);
+        let (same, d2) = upscale_for_drawing(&large, &[det], DRAW_SIZE);
+        assert_eq!(same.dimensions(), (500, 400));
+        assert_eq!(d2, vec![det]);
+    }
 }
