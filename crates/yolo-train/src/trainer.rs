@@ -192,7 +192,9 @@ impl Trainer {
 
     /// Continues the run in `run_dir` from its `state.json`: same phase and epoch, weights,
     /// optimizer moments, LR and callback counters. `overrides` (`key=value`) may change settings
-    /// that do not alter the schedule already run (e.g. `device`, `progress`, `stop_after`).
+    /// that do not alter the schedule already run (e.g. `device`, `progress`, `stop_after`), and
+    /// lengthen the last phase run: a completed one is then reopened
+    /// ([`RunState::reopen_if_extended`]).
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
         let mut state = RunState::load(run_dir)?;
         log_stale_temps(&mut |m: &str| eprintln!("{m}"), run_dir);

@@ -17,9 +17,13 @@ use yolo_train::{toml_quote, PhaseKind, RunOutcome, TrainConfig, Trainer};
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Phases: scratch (off by default), bottleneck, frozen, unfreeze. \
-`epochs` counts a phase's own epochs; Keras' end epoch is `end_epoch` (see --print-config). \
-Settings apply in this order: the config file (or, with --resume, the run's stored config), \
-the named flags, --set, then --epochs/--batch-size/--lr."
+A phase's `epochs` is its own number of epochs: `--epochs unfreeze=10` and \
+`--set unfreeze.epochs=10` both run 10 unfreeze epochs. Keras' absolute numbering: a phase runs \
+epochs initial_epoch..end_epoch (defaults: bottleneck 0..30, frozen 0..50, unfreeze 50..100); \
+`--set unfreeze.end_epoch=100` sets the end epoch, and `--set` naming both PHASE.initial_epoch \
+and PHASE.epochs reads that `epochs` as the end epoch, as model.fit(initial_epoch, epochs) does. \
+`max_seconds = inf` means no time budget. Settings apply in this order: the config file (with \
+--resume: the run's stored config), the named flags, --set, then --epochs/--batch-size/--lr."
 )]
 pub struct Args {
     /// TOML configuration file, laid over the train_bottleneck.py defaults.
@@ -32,7 +36,9 @@ pub struct Args {
     #[arg(long)]
     pub print_config: bool,
     /// Continue the run in this directory from its state.json (same phase, epoch, optimizer
-    /// moments, LR and callback counters); `--set` may change e.g. `device` or `progress`.
+    /// moments, LR and callback counters); `--set` may change e.g. `device` or `progress`. A
+    /// finished run whose last phase is made longer (`--epochs unfreeze=+5`) trains the added
+    /// epochs; with nothing left to train it says the run is complete and exits 0.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// Annotation file (`path x1,y1,x2,y2,c ...`).
