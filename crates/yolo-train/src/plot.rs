@@ -63,7 +63,8 @@ fn phase_spans(rows: &[EpochRecord]) -> Vec<(&str, usize, usize)> {
     spans
 }
 
-/// Log-axis range: the powers of ten around the finite positive losses (1..10 when none).
+/// Log-axis range: the finite positive losses with a little room above and below (1..10 when
+/// there are none).
 fn loss_range(rows: &[EpochRecord]) -> (f64, f64) {
     let (lo, hi) = rows
         .iter()
@@ -75,11 +76,31 @@ fn loss_range(rows: &[EpochRecord]) -> (f64, f64) {
     if !lo.is_finite() {
         return (1.0, 10.0);
     }
-    let (llo, mut lhi) = (lo.log10().floor(), hi.log10().ceil());
-    if lhi <= llo {
-        lhi = llo + 1.0;
+    (lo / 1.15, hi * 1.15)
+}
+
+/// Loss tick values in `[lo, hi]`: the sparsest of powers of ten, 1-2-5 and 1-1.5-2-3-5-7 per
+/// decade that gives at least four ticks (so a run whose loss stays within one decade still gets
+/// a readable axis).
+fn loss_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let sets: [&[f64]; 3] = [&[1.0], &[1.0, 2.0, 5.0], &[1.0, 1.5, 2.0, 3.0, 5.0, 7.0]];
+    let mut ticks = Vec::new();
+    for set in sets {
+        ticks.clear();
+        let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        for d in d0..=d1 {
+            for m in set {
+                let v = m * 10f64.powi(d);
+                if (lo..=hi).contains(&v) {
+                    ticks.push(v);
+                }
+            }
+        }
+        if ticks.len() >= 4 {
+            break;
+        }
     }
-    (10f64.powf(llo), 10f64.powf(lhi))
+    ticks
 }
 
 /// Epoch tick positions: about ten whole numbers from 1 to `n`.
@@ -88,26 +109,32 @@ fn epoch_ticks(n: usize) -> Vec<f64> {
     (1..=n.max(1)).step_by(step).map(|e| e as f64).collect()
 }
 
-/// The epoch axis: a linear `f64` axis (so phase boundaries can sit between epochs) whose ticks
-/// are whole epochs only.
+/// A plotters axis with the ticks given instead of the ones plotters would pick: whole epochs
+/// on the linear epoch axis (so phase boundaries can still sit between epochs), round values on
+/// the log loss axis.
 #[derive(Clone)]
-struct EpochAxis {
-    inner: RangedCoordf64,
+struct Ticked<R> {
+    inner: R,
     ticks: Vec<f64>,
 }
 
-impl EpochAxis {
-    /// The axis of `n` epochs, placed at `1..=n` with half an epoch of room on either side.
-    fn new(n: usize) -> Self {
-        let inner: RangedCoordf64 = (0.5..n.max(1) as f64 + 0.5).into();
-        Self {
-            inner,
-            ticks: epoch_ticks(n),
-        }
+/// The epoch axis of `n` epochs, placed at `1..=n` with half an epoch of room on either side.
+fn epoch_axis(n: usize) -> Ticked<RangedCoordf64> {
+    Ticked {
+        inner: (0.5..n.max(1) as f64 + 0.5).into(),
+        ticks: epoch_ticks(n),
     }
 }
 
-impl Ranged for EpochAxis {
+/// The log-scale loss axis over `[lo, hi]`.
+fn loss_axis(lo: f64, hi: f64) -> Ticked<LogCoord<f64>> {
+    Ticked {
+        inner: (lo..hi).log_scale().into(),
+        ticks: loss_ticks(lo, hi),
+    }
+}
+
+impl<R: Ranged<ValueType = f64>> Ranged for Ticked<R> {
     type FormatOption = DefaultFormatting;
     type ValueType = f64;
 
@@ -141,7 +168,7 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[EpochRecord]) -> D
     let (band, rest) = root.split_vertically(BAND);
     let (upper, lower) = rest.split_vertically(LOSS_H);
     let n = rows.len();
-    let xs = EpochAxis::new(n);
+    let xs = epoch_axis(n);
     let spans = phase_spans(rows);
     // Boundary between epochs i and i + 1 (1-based) sits at x = i + 0.5.
     let bounds: Vec<f64> = spans.iter().skip(1).map(|s| s.1 as f64 + 0.5).collect();
@@ -154,7 +181,7 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[EpochRecord]) -> D
         .margin_top(4)
         .x_label_area_size(30)
         .y_label_area_size(Y_LABEL_AREA)
-        .build_cartesian_2d(xs.clone(), (lo..hi).log_scale())?;
+        .build_cartesian_2d(xs.clone(), loss_axis(lo, hi))?;
     loss.configure_mesh()
         .y_desc("loss")
         .label_style(font(13.0))
@@ -254,8 +281,9 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[EpochRecord]) -> D
             .pos(Pos::new(HPos::Center, VPos::Center));
         root.draw(&Text::new("no mAP computed yet", (x, y), style))?;
     }
+    // mAP rises over a run, so the top left is where its legend is least in the way.
     map.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .label_font(font(14.0))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
@@ -425,6 +453,46 @@ mod tests {
     }
 
     #[test]
+    fn long_four_phase_run_labels_every_phase_and_keeps_the_map_points() {
+        let mut rows = Vec::new();
+        for (phase, n) in [
+            ("scratch", 3),
+            ("bottleneck", 20),
+            ("frozen", 15),
+            ("unfreeze", 22),
+        ] {
+            for e in 0..n {
+                let k = rows.len() as f64;
+                let map = (e + 1 == n || e % 5 == 4).then_some((k / 70.0).min(0.9));
+                rows.push(row(
+                    phase,
+                    e,
+                    2000.0 / (1.0 + k),
+                    2400.0 / (1.0 + 0.8 * k),
+                    map,
+                ));
+            }
+        }
+        let (img, layout) = render_with_layout(&rows);
+        assert_eq!(img.dimensions(), (W, H));
+        assert_eq!(layout.train.len(), 60);
+        assert_eq!(layout.boundaries.len(), 3);
+        assert_eq!(layout.phase_labels.len(), 4);
+        assert_eq!(
+            layout.map.len(),
+            rows.iter().filter(|r| r.map.is_some()).count()
+        );
+        // Phase names are centred over their phases: the short first one left of the first line.
+        assert!(layout.phase_labels[0].1 .0 < layout.boundaries[0]);
+        for w in layout.boundaries.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        if let Some(d) = std::env::var_os("PLOT_SAMPLE_DIR") {
+            write_png(&Path::new(&d).join("loss_long.png"), &rows).unwrap();
+        }
+    }
+
+    #[test]
     fn ticks_are_whole_epochs_and_short_labels() {
         assert_eq!(epoch_ticks(0), [1.0]);
         assert_eq!(epoch_ticks(4), [1.0, 2.0, 3.0, 4.0]);
@@ -437,6 +505,16 @@ mod tests {
         assert_eq!(tick(1e-4), "1e-4");
         assert_eq!(tick(0.0), "0");
         assert_eq!(loss_range(&[]), (1.0, 10.0));
+        assert_eq!(loss_ticks(1.0, 10.0), [1.0, 2.0, 5.0, 10.0]);
+        assert_eq!(
+            loss_ticks(8.0, 1200.0),
+            [10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]
+        );
+        assert_eq!(
+            loss_ticks(0.9, 20000.0),
+            [1.0, 10.0, 100.0, 1000.0, 10000.0]
+        );
+        assert_eq!(loss_ticks(26.0, 52.0), [30.0, 50.0]);
         let rows = three_phases();
         let spans = phase_spans(&rows);
         assert_eq!(
