@@ -134,6 +134,27 @@ pub fn save_checkpoint(varmap: &VarMap, path: &Path) -> Result<(), ModelError> {
     })
 }
 
+/// [`save_checkpoint`] of only the variables named in `names` (names not in `varmap` are
+/// skipped): a checkpoint of the layers a phase trains, for phases whose other layers are frozen
+/// at known values.
+pub fn save_checkpoint_subset(
+    varmap: &VarMap,
+    names: &[String],
+    path: &Path,
+) -> Result<(), ModelError> {
+    let tensors: HashMap<String, Tensor> = {
+        let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        names
+            .iter()
+            .filter_map(|k| data.get(k).map(|v| (k.clone(), v.as_tensor().clone())))
+            .collect()
+    };
+    write_atomic(path, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp)
+            .map_err(|e| ModelError::format(tmp, format!("writing safetensors: {e}")))
+    })
+}
+
 /// Loads a safetensors checkpoint into `varmap` by name. Tensors whose shape differs from the
 /// variable's are skipped and reported (so an 80-class checkpoint initialises a 1-class model
 /// everywhere but the output convs); names on one side only are reported as missing/unexpected.

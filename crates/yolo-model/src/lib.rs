@@ -62,7 +62,9 @@ pub mod yolo_body;
 
 pub use architecture::{conv_table, flops, model_variables, ConvSpec};
 pub use batch_norm::{with_bn_momentum, KerasBatchNorm, BN_EPSILON, BN_MOMENTUM};
-pub use checkpoint::{load_checkpoint_partial, save_checkpoint, LoadReport};
+pub use checkpoint::{
+    load_checkpoint_partial, save_checkpoint, save_checkpoint_subset, LoadReport,
+};
 pub use config::{FreezeBody, Variant, YoloConfig};
 pub use conv_block::{ConvBnLeaky, OutputConv, LEAKY_SLOPE};
 pub use darknet::{infer_file_filters, load_darknet_weights, save_darknet_weights, DarknetHeader};

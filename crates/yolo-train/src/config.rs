@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamConfig;
+use crate::best_model::BestMonitor;
 use crate::callbacks::CheckpointMonitor;
 use crate::error::{Result, TrainError};
 
@@ -357,7 +358,7 @@ pub struct TrainConfig {
     pub cache_dtype: CacheDtype,
     /// Compute VOC mAP@0.5 on the validation set at the end of each phase.
     pub eval_map: bool,
-    /// Score threshold for the mAP detections.
+    /// Score threshold for the mAP detections (`yolo eval`'s default, so the two agree).
     pub map_score_threshold: f32,
     /// Also compute validation mAP@0.5 after every N-th epoch of each phase (0: only at the end of
     /// each phase, per `eval_map`). Logged in the epoch line and metrics.csv's `map` column.
@@ -367,6 +368,10 @@ pub struct TrainConfig {
     /// (higher is better; mAP is then computed on every epoch the checkpoint checks).
     #[serde(default)]
     pub checkpoint_monitor: CheckpointMonitor,
+    /// What picks `best.safetensors`, the run's best epoch over all phases: `map` (needs
+    /// `eval_map`; otherwise `val_loss` is used), `val_loss` (without the L2 term) or `off`.
+    #[serde(default)]
+    pub best_monitor: BestMonitor,
     /// Check every gradient for NaN/inf after each step (the loss is always checked).
     pub check_gradients: bool,
     /// Show progress bars.
@@ -417,9 +422,10 @@ impl Default for TrainConfig {
             checkpoint_period: 3,
             cache_dtype: CacheDtype::F32,
             eval_map: true,
-            map_score_threshold: 0.01,
+            map_score_threshold: 0.001,
             map_every: 0,
             checkpoint_monitor: CheckpointMonitor::ValLoss,
+            best_monitor: BestMonitor::Map,
             check_gradients: true,
             progress: true,
             prefetch: 2,

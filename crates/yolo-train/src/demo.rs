@@ -13,11 +13,11 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use yolo_data::{write_anchors, write_synth, Anchors, SynthConfig};
-use yolo_eval::{draw_detections, Detection, EvalParams};
+use yolo_eval::{draw_detections, Detection};
 
 use crate::config::{PhaseKind, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::evaluate::{detect_all, map_of};
+use crate::evaluate::{detector, map_params, validation_report};
 use crate::trainer::{RunOutcome, Trainer};
 
 /// The demo's knobs; defaults finish in minutes on two cores (release build).
@@ -225,26 +225,33 @@ pub fn run_demo(d: &DemoConfig, log: impl FnMut(&str) + Clone + 'static) -> Resu
     };
 
     let data = trainer.data();
-    let params = EvalParams {
-        score_threshold: 0.01,
-        iou_threshold: 0.45,
-        max_boxes: 100,
-    };
-    let dets = detect_all(
+    let params = map_params(0.001);
+    let test_map = validation_report(
         trainer.model(),
         &test.annotations,
         &data.anchors,
+        &data.classes,
+        data.input,
+        params,
+        &test.annotation_file,
+        trainer.device(),
+    )?
+    .voc
+    .map_all_point;
+    let det = detector(
+        trainer.model(),
+        &data.anchors,
         data.num_classes(),
         data.input,
-        &params,
+        params,
         trainer.device(),
-    )?;
-    let test_map = map_of(&test.annotations, &dets, &data.classes);
+    );
     let det_dir = d.out_dir.join("detections");
     std::fs::create_dir_all(&det_dir).map_err(|e| TrainError::io(&det_dir, e))?;
     let mut drawn = Vec::new();
-    for (a, ds) in test.annotations.iter().zip(&dets).take(d.draw) {
+    for a in test.annotations.iter().take(d.draw) {
         let img = yolo_data::load_rgb(&a.path)?;
+        let ds = det.detect(std::slice::from_ref(&img))?.remove(0);
         let shown: Vec<_> = ds.iter().filter(|x| x.score >= 0.3).copied().collect();
         let (mut img, shown) = upscale_for_drawing(&img, &shown, DRAW_SIZE);
         draw_detections(&mut img, &shown, &data.classes);

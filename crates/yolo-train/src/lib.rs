@@ -20,6 +20,7 @@ pub mod adam;
 pub mod adam_cpu;
 pub mod atomic;
 pub mod bench;
+pub mod best_model;
 pub mod bottleneck;
 pub mod cache;
 pub mod callbacks;
@@ -46,6 +47,7 @@ pub use atomic::atomic_write;
 pub use bench::{
     default_cases, gemm_reference_gflops, run_case, BenchCase, BenchKind, BenchResult,
 };
+pub use best_model::{BestModel, BestMonitor};
 pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
 pub use callbacks::{
     CheckpointMonitor, EarlyStopping, ModelCheckpoint, MonitorMode, ReduceLrOnPlateau,

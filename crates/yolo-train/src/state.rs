@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::atomic_write;
+use crate::best_model::BestModel;
 use crate::callbacks::{EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
 use crate::config::{PhaseKind, TrainConfig};
 use crate::error::{Result, TrainError};
@@ -62,6 +63,9 @@ pub struct RunState {
     pub optimizer: Option<PathBuf>,
     /// Every epoch's metrics so far.
     pub history: Vec<EpochRecord>,
+    /// The run's best epoch so far, whose weights are `best.safetensors` (absent in older runs).
+    #[serde(default)]
+    pub best: Option<BestModel>,
 }
 
 impl RunState {
@@ -87,6 +91,7 @@ impl RunState {
             weights: None,
             optimizer: None,
             history: Vec::new(),
+            best: None,
         }
     }
 

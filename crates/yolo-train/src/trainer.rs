@@ -15,6 +15,7 @@ use yolo_model::{
 };
 
 use crate::adam::{Adam, AdamConfig};
+use crate::best_model::{BestModel, BestMonitor};
 use crate::bottleneck::{cache_paths, ensure_cache, entry_boxes, epoch_batches, fingerprint};
 use crate::cache::BottleneckCache;
 use crate::callbacks::{CheckpointMonitor, EarlyStopping, ModelCheckpoint, ReduceLrOnPlateau};
@@ -22,9 +23,10 @@ use crate::config::{PhaseConfig, PhaseKind, TrainConfig};
 use crate::dataset::{is_darknet_weights, y_true_tensors, Dataset};
 use crate::device::parse_device;
 use crate::error::{Result, TrainError};
-use crate::evaluate::voc_map;
+use crate::evaluate::{map_params, validation_report};
 use crate::init::seeded_glorot_init;
 use crate::metrics::{write_csv, EpochRecord, LossStats};
+use crate::model_source::BEST_WEIGHTS;
 use crate::plot::write_png;
 use crate::progress::EpochProgress;
 use crate::state::RunState;
@@ -96,6 +98,14 @@ fn log_stale_temps(log: &mut dyn FnMut(&str), run_dir: &Path) {
             p.display()
         ));
     }
+}
+
+/// [`save_weights`] of only the variables `names`.
+fn save_weights_subset(varmap: &VarMap, names: &[String], path: &Path) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| TrainError::io(d, e))?;
+    }
+    Ok(yolo_model::save_checkpoint_subset(varmap, names, path)?)
 }
 
 /// `save_checkpoint` (atomic) after creating the parent directory.
@@ -417,7 +427,7 @@ impl Trainer {
             let (train, images) = self.train_epoch(phase, pc, freeze, epoch, &source, &mut adam)?;
             let train_secs = t0.elapsed().as_secs_f64();
             let val = self.validate(&source, pc, freeze, epoch)?;
-            let map = if self.map_due(pc, epoch) {
+            let map = if self.map_due(phase, pc, epoch) {
                 Some(self.validation_map()?)
             } else {
                 None
@@ -458,8 +468,19 @@ impl Trainer {
                     val.total,
                     map,
                 ));
-                save_weights(&self.varmap, &p)?;
+                if phase == PhaseKind::Bottleneck {
+                    // The body is frozen and identical to the initial weights: keep only the
+                    // output convs this phase trains (KBs instead of the whole model).
+                    let names: Vec<String> = trainable_vars(&self.varmap, &self.model_cfg, freeze)
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .collect();
+                    save_weights_subset(&self.varmap, &names, &p)?;
+                } else {
+                    save_weights(&self.varmap, &p)?;
+                }
             }
+            self.update_best(phase, epoch, &val, map)?;
             if let Some(pl) = self.state.plateau.as_mut() {
                 if let Some(new_lr) = pl.on_epoch_end(val.total, adam.learning_rate()) {
                     (self.log)(&format!(
@@ -516,25 +537,72 @@ impl Trainer {
     /// Whether mAP is computed after `epoch`: every `map_every`-th epoch of the phase, and every
     /// epoch the checkpoint compares when it monitors mAP. The end of the phase is
     /// [`Trainer::finish_phase`]'s (it reuses a value computed here for the last epoch).
-    fn map_due(&self, pc: &PhaseConfig, epoch: usize) -> bool {
+    fn map_due(&self, phase: PhaseKind, pc: &PhaseConfig, epoch: usize) -> bool {
         let every = self.cfg().map_every;
         let nth = epoch.saturating_sub(pc.initial_epoch) + 1;
         let periodic = every > 0 && nth.is_multiple_of(every);
         let ck = &self.state.checkpoint;
-        periodic || (ck.monitor == CheckpointMonitor::Map && ck.checks_next())
+        let best = self.best_monitor() == BestMonitor::Map
+            && (phase != PhaseKind::Bottleneck || epoch + 1 == pc.epochs);
+        periodic || best || (ck.monitor == CheckpointMonitor::Map && ck.checks_next())
     }
 
-    /// VOC mAP@0.5 of the current weights on the validation split.
+    /// The monitor of `best.safetensors`: the configured one, `val_loss` in place of `map` when
+    /// mAP is off.
+    fn best_monitor(&self) -> BestMonitor {
+        match self.cfg().best_monitor {
+            BestMonitor::Map if !self.cfg().eval_map => BestMonitor::ValLoss,
+            m => m,
+        }
+    }
+
+    /// Writes `best.safetensors` when the epoch's monitored value beats the run's best so far.
+    fn update_best(
+        &mut self,
+        phase: PhaseKind,
+        epoch: usize,
+        val: &LossStats,
+        map: Option<f64>,
+    ) -> Result<()> {
+        let monitor = self.best_monitor();
+        let value = match monitor {
+            BestMonitor::Map => map.unwrap_or(f64::NAN),
+            _ => val.total - val.l2,
+        };
+        if !BestModel::improves(self.state.best.as_ref(), monitor, value) {
+            return Ok(());
+        }
+        let pc = self.cfg().phase(phase);
+        let best = BestModel {
+            monitor,
+            value,
+            phase: phase.name().to_string(),
+            epoch: epoch - pc.initial_epoch + 1,
+        };
+        save_weights(&self.varmap, &self.run_dir.join(BEST_WEIGHTS))?;
+        (self.log)(&format!(
+            "best model: {} -> {BEST_WEIGHTS}",
+            best.describe()
+        ));
+        self.state.best = Some(best);
+        Ok(())
+    }
+
+    /// VOC mAP@0.5 of the current weights on the validation split, as `yolo eval --run`
+    /// computes it.
     fn validation_map(&self) -> Result<f64> {
-        voc_map(
+        Ok(validation_report(
             &self.model,
             &self.data.val,
             &self.data.anchors,
             &self.data.classes,
             self.data.input,
-            self.cfg().map_score_threshold,
+            map_params(self.cfg().map_score_threshold),
+            &self.cfg().annotations,
             &self.device,
-        )
+        )?
+        .voc
+        .map_all_point)
     }
 
     fn finish_phase(&mut self, phase: PhaseKind) -> Result<()> {
@@ -575,6 +643,9 @@ impl Trainer {
                         .find(|r| r.phase == phase.name())
                     {
                         last.map = Some(map);
+                        let (epoch, val) = (last.epoch, last.val);
+                        // Recalibrated BatchNorm statistics make these weights new ones.
+                        self.update_best(phase, epoch, &val, Some(map))?;
                     }
                 }
             }

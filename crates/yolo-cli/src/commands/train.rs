@@ -339,6 +339,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             if let Some(w) = weights {
                 println!("final weights: {}", w.display());
             }
+            if let Some(b) = &trainer.state().best {
+                println!(
+                    "best model: {} ({})",
+                    trainer.run_dir().join(yolo_train::BEST_WEIGHTS).display(),
+                    b.describe()
+                );
+            }
         }
         RunOutcome::Stopped { phase, epoch } => println!(
             "stopped after {phase} epoch {}; continue with `yolo train --resume {dir}`",
