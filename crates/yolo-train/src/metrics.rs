@@ -1,5 +1,9 @@
 //! Per-epoch metrics: one row per epoch, kept in the run state and rewritten atomically as
 //! `metrics.csv` after every epoch (so a crash never leaves a torn row).
+//!
+//! `metrics.csv` names each epoch twice: `epoch` is Keras' absolute 0-based epoch (as in
+//! `state.json`, checkpoint names and `--stop-after PHASE:EPOCH`), and `phase_epoch` is the
+//! 1-based epoch within its phase, the `E` of the `PHASE epoch E/N` log lines and progress line.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::atomic_write;
+use crate::config::{PhaseKind, TrainConfig};
 use crate::error::Result;
 
 /// Loss and its components, each a mean over the epoch's steps (keras-yolo3 sums over the batch
@@ -58,7 +63,8 @@ impl LossStats {
 pub struct EpochRecord {
     /// Phase name.
     pub phase: String,
-    /// 0-based Keras epoch.
+    /// 0-based Keras epoch (absolute: a phase runs `initial_epoch..epochs`); see
+    /// [`EpochRecord::phase_epoch`] for the 1-based epoch within the phase that users see.
     pub epoch: usize,
     /// Training loss means.
     pub train: LossStats,
@@ -75,21 +81,33 @@ pub struct EpochRecord {
     pub map: Option<f64>,
 }
 
-/// The CSV header line.
-pub const CSV_HEADER: &str = "phase,epoch,loss,loss_xy,loss_wh,loss_confidence,loss_class,loss_l2,val_loss,val_xy,val_wh,val_confidence,val_class,lr,images_per_sec,seconds,map";
+impl EpochRecord {
+    /// The 1-based epoch within its phase (`epoch - initial_epoch + 1`), as the log lines, the
+    /// progress line and `metrics.csv`'s `phase_epoch` column number it.
+    pub fn phase_epoch(&self, initial_epoch: usize) -> usize {
+        self.epoch.saturating_sub(initial_epoch) + 1
+    }
+}
 
-/// Renders all rows as CSV.
-pub fn to_csv(rows: &[EpochRecord]) -> String {
+/// The CSV header line: `epoch` is the 0-based Keras epoch, `phase_epoch` the 1-based epoch
+/// within the phase.
+pub const CSV_HEADER: &str = "phase,epoch,phase_epoch,loss,loss_xy,loss_wh,loss_confidence,loss_class,loss_l2,val_loss,val_xy,val_wh,val_confidence,val_class,lr,images_per_sec,seconds,map";
+
+/// Renders all rows as CSV; `cfg` gives each phase's `initial_epoch` for `phase_epoch` (0 for
+/// a phase name it does not know).
+pub fn to_csv(rows: &[EpochRecord], cfg: &TrainConfig) -> String {
     let mut s = String::from(CSV_HEADER);
     s.push('\n');
     for r in rows {
         let t = &r.train;
         let v = &r.val;
+        let initial = PhaseKind::parse(&r.phase).map_or(0, |p| cfg.phase(p).initial_epoch);
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:e},{:.3},{:.3},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:e},{:.3},{:.3},{}",
             r.phase,
             r.epoch,
+            r.phase_epoch(initial),
             t.total,
             t.xy,
             t.wh,
@@ -110,9 +128,9 @@ pub fn to_csv(rows: &[EpochRecord]) -> String {
     s
 }
 
-/// Atomically writes `rows` as `path`.
-pub fn write_csv(path: &Path, rows: &[EpochRecord]) -> Result<()> {
-    atomic_write(path, to_csv(rows).as_bytes())
+/// Atomically writes `rows` as `path` (see [`to_csv`]).
+pub fn write_csv(path: &Path, rows: &[EpochRecord], cfg: &TrainConfig) -> Result<()> {
+    atomic_write(path, to_csv(rows, cfg).as_bytes())
 }
 
 #[cfg(test)]
@@ -147,22 +165,46 @@ mod tests {
         rows.push(r);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("metrics.csv");
-        write_csv(&p, &rows).unwrap();
+        let mut cfg = TrainConfig::default();
+        cfg.frozen.initial_epoch = 2;
+        write_csv(&p, &rows, &cfg).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         let ncol = CSV_HEADER.split(',').count();
-        assert_eq!(ncol, 17);
+        assert_eq!(ncol, 18);
         for l in &lines {
             assert_eq!(l.split(',').count(), ncol, "{l}");
         }
         assert!(
-            lines[1].starts_with("frozen,3,12.5,1,2,3,4,2.5,13,"),
+            lines[1].starts_with("frozen,3,2,12.5,1,2,3,4,2.5,13,"),
             "{}",
             lines[1]
         );
         assert!(lines[1].ends_with(','), "no map: {}", lines[1]);
+        assert!(lines[2].starts_with("frozen,4,3,"), "{}", lines[2]);
         assert!(lines[2].ends_with(",0.812500"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn phase_epoch_is_one_based_within_the_phase() {
+        let r = EpochRecord {
+            phase: "unfreeze".into(),
+            epoch: 50,
+            train: LossStats::default(),
+            val: LossStats::default(),
+            lr: 1e-4,
+            images_per_sec: 1.0,
+            seconds: 1.0,
+            map: None,
+        };
+        assert_eq!(r.phase_epoch(50), 1);
+        assert_eq!(r.phase_epoch(0), 51);
+        let mut cfg = TrainConfig::default();
+        cfg.unfreeze.initial_epoch = 50;
+        let csv = to_csv(&[r], &cfg);
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.starts_with("unfreeze,50,1,"), "{row}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::init::seeded_glorot_init;
 use crate::metrics::{write_csv, EpochRecord, LossStats};
 use crate::model_source::BEST_WEIGHTS;
 use crate::plot::write_png;
-use crate::progress::EpochProgress;
+use crate::progress::{EpochProgress, PhasePlan, RunProgress};
 use crate::state::RunState;
 
 /// How a call to [`Trainer::run`] ended.
@@ -304,6 +304,7 @@ impl Trainer {
     /// Runs the remaining phases.
     pub fn run(&mut self) -> Result<RunOutcome> {
         let mut last_weights = None;
+        let progress = self.run_progress();
         for phase in PhaseKind::ALL {
             let pc = self.cfg().phase(phase).clone();
             if !pc.enabled || self.state.completed.contains(&phase) {
@@ -318,7 +319,7 @@ impl Trainer {
                 ));
                 continue;
             }
-            match self.run_phase(phase, &pc) {
+            match self.run_phase(phase, &pc, &progress) {
                 Ok(Some(stop)) => return Ok(stop),
                 Ok(None) => {}
                 Err(TrainError::Interrupted(during)) => {
@@ -343,6 +344,20 @@ impl Trainer {
         Ok(RunOutcome::Finished {
             weights: last_weights,
         })
+    }
+
+    /// The progress line over the phases [`Trainer::run`] has still to run.
+    fn run_progress(&self) -> RunProgress {
+        let n_train = self.data.train.len();
+        let plans = PhaseKind::ALL
+            .into_iter()
+            .filter_map(|p| {
+                let pc = self.cfg().phase(p);
+                (pc.enabled && !self.state.completed.contains(&p) && pc.count() > 0)
+                    .then(|| PhasePlan::new(p, pc, n_train))
+            })
+            .collect();
+        RunProgress::new(self.cfg().progress, plans)
     }
 
     fn freeze_of(phase: PhaseKind, pc: &PhaseConfig) -> FreezeBody {
@@ -378,14 +393,24 @@ impl Trainer {
     }
 
     /// Runs one phase from `state.next_epoch`; `Some(outcome)` when stopped by `stop_after`.
-    fn run_phase(&mut self, phase: PhaseKind, pc: &PhaseConfig) -> Result<Option<RunOutcome>> {
+    fn run_phase(
+        &mut self,
+        phase: PhaseKind,
+        pc: &PhaseConfig,
+        progress: &RunProgress,
+    ) -> Result<Option<RunOutcome>> {
         self.enter_phase(phase, pc);
         let freeze = Self::freeze_of(phase, pc);
         let vars = trainable_vars(&self.varmap, &self.model_cfg, freeze);
         let n_params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+        let resuming = match self.state.next_epoch.checked_sub(pc.initial_epoch) {
+            Some(done) if done > 0 => format!(", from epoch {}/{}", done + 1, pc.count()),
+            _ => String::new(),
+        };
         (self.log)(&format!(
-            "phase {phase}: epochs {}..{}, batch {}, lr {:e}, freeze_body {} ({} trainable tensors, {n_params} parameters)",
-            self.state.next_epoch,
+            "phase {phase}: {} epochs (Keras epochs {}..{}){resuming}, batch {}, lr {:e}, freeze_body {} ({} trainable tensors, {n_params} parameters)",
+            pc.count(),
+            pc.initial_epoch,
             pc.epochs,
             pc.batch_size,
             self.state.lr,
@@ -424,7 +449,8 @@ impl Trainer {
             }
             let t0 = Instant::now();
             let lr = adam.learning_rate();
-            let (train, images) = self.train_epoch(phase, pc, freeze, epoch, &source, &mut adam)?;
+            let (train, images) =
+                self.train_epoch(phase, pc, freeze, epoch, &source, &mut adam, progress)?;
             let train_secs = t0.elapsed().as_secs_f64();
             let val = self.validate(&source, pc, freeze, epoch)?;
             let map = if self.map_due(phase, pc, epoch) {
@@ -442,10 +468,11 @@ impl Trainer {
                 seconds: t0.elapsed().as_secs_f64(),
                 map,
             };
+            // Epochs as users see them: 1-based within the phase, over the phase's count.
             (self.log)(&format!(
                 "{phase} epoch {}/{}: loss {:.4} val_loss {:.4}{} (xy {:.3} wh {:.3} conf {:.3} cls {:.3} l2 {:.3}) lr {:e} {:.1} img/s {:.1}s",
-                epoch + 1,
-                pc.epochs,
+                epoch - pc.initial_epoch + 1,
+                pc.count(),
                 train.total,
                 val.total,
                 map.map(|m| format!(" mAP@0.5 {m:.4}")).unwrap_or_default(),
@@ -492,7 +519,11 @@ impl Trainer {
             }
             if let Some(es) = self.state.early_stopping.as_mut() {
                 if es.on_epoch_end(val.total) {
-                    (self.log)(&format!("EarlyStopping after epoch {}", epoch + 1));
+                    (self.log)(&format!(
+                        "EarlyStopping after {phase} epoch {}/{}",
+                        epoch - pc.initial_epoch + 1,
+                        pc.count()
+                    ));
                     stopped_early = true;
                 }
             }
@@ -529,7 +560,11 @@ impl Trainer {
         self.state.optimizer = Some(o);
         self.state.save(&self.run_dir)?;
         self.state.prune_last(&self.run_dir);
-        write_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;
+        write_csv(
+            &self.run_dir.join("metrics.csv"),
+            &self.state.history,
+            &self.state.config,
+        )?;
         write_png(&self.run_dir.join("loss.png"), &self.state.history)?;
         Ok(())
     }
@@ -621,11 +656,14 @@ impl Trainer {
                 .find(|r| r.phase == phase.name());
             // The last epoch's mAP (map_every / checkpoint) was measured on these very weights,
             // unless the BatchNorm recalibration has changed them since.
-            match last.and_then(|r| r.map.map(|m| (m, r.epoch))) {
-                Some((map, epoch)) if !recalibrated => (self.log)(&format!(
-                    "phase {phase}: validation mAP@0.5 = {map:.4} ({} images, computed after epoch {})",
+            let (initial, count) = {
+                let pc = self.cfg().phase(phase);
+                (pc.initial_epoch, pc.count())
+            };
+            match last.and_then(|r| r.map.map(|m| (m, r.phase_epoch(initial)))) {
+                Some((map, e)) if !recalibrated => (self.log)(&format!(
+                    "phase {phase}: validation mAP@0.5 = {map:.4} ({} images, computed after epoch {e}/{count})",
                     self.data.val.len(),
-                    epoch + 1
                 )),
                 _ => {
                     let t = Instant::now();
@@ -655,7 +693,11 @@ impl Trainer {
         self.state.optimizer = None;
         self.state.save(&self.run_dir)?;
         self.state.prune_last(&self.run_dir);
-        write_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;
+        write_csv(
+            &self.run_dir.join("metrics.csv"),
+            &self.state.history,
+            &self.state.config,
+        )?;
         write_png(&self.run_dir.join("loss.png"), &self.state.history)?;
         (self.log)(&format!(
             "phase {phase} done: weights {}",
@@ -821,6 +863,7 @@ impl Trainer {
         epoch: usize,
         source: &Source,
         adam: &mut Adam,
+        progress: &RunProgress,
     ) -> Result<(LossStats, usize)> {
         let cfg = self.cfg();
         let mut sum = LossStats::default();
@@ -831,7 +874,7 @@ impl Trainer {
                            y_true: Vec<Tensor>,
                            paths: Vec<String>,
                            step: usize,
-                           bar: &EpochProgress|
+                           bar: &mut EpochProgress<'_>|
          -> Result<()> {
             let (loss, stats) = self.batch_loss(&outputs, &y_true, freeze)?;
             let nonfinite = |what: String, value: f64| TrainError::NonFinite {
@@ -866,7 +909,7 @@ impl Trainer {
                 let train = &c.0;
                 let batches =
                     epoch_batches(train.len(), pc.batch_size, cfg.seed, epoch, pc.shuffle);
-                let bar = EpochProgress::new(cfg.progress, phase.name(), epoch, batches.len());
+                let mut bar = progress.epoch(phase, epoch, batches.len());
                 for (step, idx) in batches.iter().enumerate() {
                     check_stop(phase, epoch)?;
                     let feats = train.batch(idx, &self.device)?;
@@ -886,18 +929,17 @@ impl Trainer {
                         &self.device,
                     )?;
                     let outputs = self.model.forward_last(&feats)?;
-                    step_fn(outputs, y_true, paths, step, &bar)?;
+                    step_fn(outputs, y_true, paths, step, &mut bar)?;
                 }
                 bar.finish();
             }
             Source::Images((train, _)) => {
-                let bar =
-                    EpochProgress::new(cfg.progress, phase.name(), epoch, train.steps_per_epoch());
+                let mut bar = progress.epoch(phase, epoch, train.steps_per_epoch());
                 for (step, b) in train.epoch(epoch).enumerate() {
                     check_stop(phase, epoch)?;
                     let b = b?;
                     for (p, why) in &b.skipped {
-                        eprintln!("warning: skipped {}: {why}", p.display());
+                        bar.suspend(|| eprintln!("warning: skipped {}: {why}", p.display()));
                     }
                     if b.is_empty() {
                         continue;
@@ -910,7 +952,7 @@ impl Trainer {
                         .collect::<candle_core::Result<_>>()?;
                     let outputs = self.model.forward_t(&x, true, freeze)?;
                     let paths = b.paths.iter().map(|p| p.display().to_string()).collect();
-                    step_fn(outputs, y_true, paths, step, &bar)?;
+                    step_fn(outputs, y_true, paths, step, &mut bar)?;
                 }
                 bar.finish();
             }
