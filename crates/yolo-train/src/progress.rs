@@ -8,10 +8,11 @@
 //!
 //! # How the ETAs are estimated
 //!
-//! Work is counted in *units*: one image of an image phase (scratch, frozen, unfreeze) is one
-//! unit, one image of the bottleneck phase is [`BOTTLENECK_IMAGE_COST`] units (it trains the
-//! output convs on cached body features, so a step is much cheaper; this factor is a rough
-//! guess). The seconds per unit are measured on the current phase in this session: wall time
+//! Work is counted in *units*, one per training image weighted by [`image_cost`]: 1 for a
+//! frozen-phase image, [`TRAINABLE_IMAGE_COST`] for scratch and unfreeze (the backward pass runs
+//! through the whole body) and [`BOTTLENECK_IMAGE_COST`] for the bottleneck phase (it trains the
+//! output convs on cached body features, so a step is much cheaper). These weights are rough
+//! guesses; only the current phase is measured. The seconds per unit are measured on the current phase in this session: wall time
 //! since its first epoch here began (validation and mAP of the finished epochs included) over
 //! the units trained since. The phase ETA is its remaining steps times that; the run ETA adds
 //! every later phase's steps (`epochs × max(1, n_train / batch_size)`, each step `batch_size`
@@ -26,9 +27,22 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{PhaseConfig, PhaseKind};
 
-/// Units of work of one bottleneck-phase image, relative to one image of an image phase (a
-/// rough estimate: cached features skip the body's forward pass).
+/// Units of work of one bottleneck-phase image, relative to one frozen-phase image (a rough
+/// estimate: cached features skip the body's forward pass).
 pub const BOTTLENECK_IMAGE_COST: f64 = 0.05;
+
+/// Units of work of one scratch- or unfreeze-phase image, relative to one frozen-phase image (a
+/// rough estimate: the backward pass also runs through the body).
+pub const TRAINABLE_IMAGE_COST: f64 = 2.0;
+
+/// Units of work of one training image of phase `kind` (see the module docs).
+pub fn image_cost(kind: PhaseKind) -> f64 {
+    match kind {
+        PhaseKind::Bottleneck => BOTTLENECK_IMAGE_COST,
+        PhaseKind::Frozen => 1.0,
+        PhaseKind::Scratch | PhaseKind::Unfreeze => TRAINABLE_IMAGE_COST,
+    }
+}
 
 /// keras-yolo3's steps per epoch, `max(1, n / batch_size)` (0 batch size read as 1).
 pub fn steps_per_epoch(n_train: usize, batch_size: usize) -> usize {
@@ -69,12 +83,7 @@ impl PhasePlan {
 
     /// Units of work of one step (see the module docs).
     pub fn step_cost(&self) -> f64 {
-        let per_image = if self.kind == PhaseKind::Bottleneck {
-            BOTTLENECK_IMAGE_COST
-        } else {
-            1.0
-        };
-        self.batch_size as f64 * per_image
+        self.batch_size as f64 * image_cost(self.kind)
     }
 
     /// Steps of the phase done once `step` steps of Keras epoch `epoch` are.
@@ -230,7 +239,7 @@ impl RunProgress {
         if self.visible {
             bar.set_length(run_steps.max(1) as u64);
             bar.set_position(before.min(run_steps) as u64);
-            let style = ProgressStyle::with_template("{prefix} [{bar:20}] {msg}")
+            let style = ProgressStyle::with_template("{prefix} {msg} [{wide_bar}]")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
             bar.set_style(style);
@@ -358,12 +367,34 @@ mod tests {
         let rate = seconds_per_unit(&plans[0], 5, 10.0);
         assert_eq!(rate, Some(0.5));
         let eta = estimate(&plans, 0, 5, rate);
-        // 15 steps left x 2 s; unfreeze 60 steps x 2 images x 0.5 s.
+        // 15 steps left x 4 images x 0.5 s; unfreeze: 60 steps x 2 images, each twice a frozen
+        // image's work, x 0.5 s.
         assert_eq!(eta.phase, Some(30.0));
-        assert_eq!(eta.run, Some(30.0 + 60.0));
-        // In the last phase both ETAs agree.
+        assert_eq!(
+            eta.run,
+            Some(30.0 + 60.0 * 2.0 * TRAINABLE_IMAGE_COST * 0.5)
+        );
+        // In the last phase both ETAs agree: 10 steps left.
         let eta = estimate(&plans, 1, 50, Some(0.5));
-        assert_eq!((eta.phase, eta.run), (Some(10.0), Some(10.0)));
+        let left = 10.0 * 2.0 * TRAINABLE_IMAGE_COST * 0.5;
+        assert_eq!((eta.phase, eta.run), (Some(left), Some(left)));
+    }
+
+    #[test]
+    fn later_phases_scale_with_their_batch_size() {
+        // Same epochs and images per epoch; batch 8 has half the steps of batch 4, each twice
+        // the work: the same estimate.
+        let a = [
+            plan(PhaseKind::Frozen, 1, 1, 1),
+            plan(PhaseKind::Frozen, 2, 10, 4),
+        ];
+        let b = [
+            plan(PhaseKind::Frozen, 1, 1, 1),
+            plan(PhaseKind::Frozen, 2, 5, 8),
+        ];
+        let run = |p: &[PhasePlan]| estimate(p, 0, 1, Some(0.25)).run.unwrap();
+        assert_eq!(run(&a), 20.0);
+        assert_eq!(run(&b), 20.0);
     }
 
     #[test]
