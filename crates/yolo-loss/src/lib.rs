@@ -61,4 +61,6 @@ pub use config::{anchor_mask, LossConfig};
 pub use error::LossError;
 pub use head::{yolo_head, YoloHead};
 pub use iou::box_iou;
-pub use loss::{yolo_loss, yolo_loss_tensor_ops, LossParts, LossValues};
+pub use loss::{
+    generic_ops, set_generic_ops, yolo_loss, yolo_loss_tensor_ops, LossParts, LossValues,
+};

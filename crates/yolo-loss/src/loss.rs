@@ -63,6 +63,29 @@ impl LossParts {
     }
 }
 
+/// 0: not decided yet (read `YOLO_GENERIC_OPS` on first use), 1: fused CPU kernel, 2: tensor ops.
+static GENERIC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether [`yolo_loss`] runs its tensor-op version (what CUDA and Metal run) on the CPU too:
+/// `YOLO_GENERIC_OPS=1` in the environment or [`set_generic_ops`]. Off by default.
+pub fn generic_ops() -> bool {
+    use std::sync::atomic::Ordering;
+    match GENERIC.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let on = std::env::var("YOLO_GENERIC_OPS").is_ok_and(|v| !v.is_empty() && v != "0");
+            set_generic_ops(on);
+            on
+        }
+    }
+}
+
+/// Forces (or stops forcing) the tensor-op loss on the CPU for the whole process.
+pub fn set_generic_ops(on: bool) {
+    GENERIC.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// keras-yolo3's `yolo_loss`.
 ///
 /// `outputs` are the raw NCHW outputs `(m, 3*(5+C), gh, gw)`, layer 0 the coarsest (stride 32);
@@ -81,7 +104,7 @@ pub fn yolo_loss(
     num_classes: usize,
     cfg: &LossConfig,
 ) -> Result<LossParts, LossError> {
-    let all_cpu = outputs.iter().chain(y_true).all(|t| t.device().is_cpu());
+    let all_cpu = outputs.iter().chain(y_true).all(|t| t.device().is_cpu()) && !generic_ops();
     if !all_cpu {
         return yolo_loss_tensor_ops(outputs, y_true, anchors, num_classes, cfg);
     }

@@ -15,7 +15,10 @@ const CHUNK: usize = 1 << 15;
 
 /// Whether `t` can take the in-place CPU path: an `f32` CPU tensor with a contiguous layout.
 pub fn fast_path(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
+    t.device().is_cpu()
+        && t.dtype() == candle_core::DType::F32
+        && t.is_contiguous()
+        && !yolo_model::ops::generic_ops()
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {

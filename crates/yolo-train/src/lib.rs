@@ -54,7 +54,7 @@ pub use callbacks::{
 };
 pub use config::{toml_quote, CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
 pub use dataset::{DataCheck, Dataset, SKIPPED_SAMPLES_FILE};
-pub use device::parse_device;
+pub use device::{parse_device, set_generic_ops};
 pub use error::{Result, TrainError};
 pub use interrupt::{clear_stop, request_stop, stop_requested};
 pub use metrics::{EpochRecord, LossStats};

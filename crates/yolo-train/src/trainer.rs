@@ -842,7 +842,8 @@ impl Trainer {
         let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;
         let total = (&parts.total + &l2)?;
         let v = parts.values()?;
-        let l2v = l2.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        // f32 on the host: Metal has no f64.
+        let l2v = f64::from(l2.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         let stats = LossStats {
             total: v.total as f64 + l2v,
             xy: v.xy.iter().map(|x| *x as f64).sum(),

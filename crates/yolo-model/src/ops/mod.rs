@@ -14,14 +14,39 @@ mod storage;
 mod winograd;
 mod winograd4;
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor};
 
 /// The custom CPU kernels handle contiguous-or-not f32 tensors on the CPU; everything else
-/// (CUDA, Metal, other dtypes) keeps candle's own ops.
+/// (CUDA, Metal, other dtypes) keeps candle's own ops, as does everything while
+/// [`generic_ops`] is on.
 fn fast_cpu(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    t.device().is_cpu() && t.dtype() == DType::F32 && !generic_ops()
+}
+
+/// 0: not decided yet (read `YOLO_GENERIC_OPS` on first use), 1: fast CPU kernels, 2: generic.
+static GENERIC: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the device-generic path (candle's own ops, what CUDA and Metal run) is forced on the
+/// CPU too: `YOLO_GENERIC_OPS=1` in the environment or [`set_generic_ops`]. Off by default.
+pub fn generic_ops() -> bool {
+    match GENERIC.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let on = std::env::var("YOLO_GENERIC_OPS").is_ok_and(|v| !v.is_empty() && v != "0");
+            set_generic_ops(on);
+            on
+        }
+    }
+}
+
+/// Forces (or stops forcing) the device-generic path on the CPU for the whole process, so the
+/// code CUDA and Metal run can be checked against the fast CPU kernels on a machine without them.
+pub fn set_generic_ops(on: bool) {
+    GENERIC.store(if on { 2 } else { 1 }, Ordering::Relaxed);
 }
 
 /// 2-D convolution without bias, NCHW input `x`, OIHW kernel `w`, symmetric zero `padding`.
