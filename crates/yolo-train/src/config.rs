@@ -112,6 +112,15 @@ impl PhaseConfig {
     pub fn count(&self) -> usize {
         self.epochs.saturating_sub(self.initial_epoch)
     }
+
+    /// Keras epoch `epoch` (0-based, absolute) as users see it: `E/N`, 1-based within the phase.
+    pub fn describe_epoch(&self, epoch: usize) -> String {
+        format!(
+            "{}/{}",
+            epoch.saturating_sub(self.initial_epoch) + 1,
+            self.count()
+        )
+    }
 }
 
 /// The serialized form of [`PhaseConfig`]: `epochs` is the phase's own count, `end_epoch` the

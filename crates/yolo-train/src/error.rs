@@ -34,7 +34,7 @@ pub enum TrainError {
     },
     /// The loss or a gradient became NaN or infinite: the phase stops, naming the batch.
     #[error(
-        "non-finite {what} in phase {phase}, epoch {epoch}, step {step} (value {value}); batch images: {paths:?}"
+        "non-finite {what} in phase {phase}, epoch {phase_epoch} (Keras epoch {epoch}), step {step} (value {value}); batch images: {paths:?}"
     )]
     NonFinite {
         /// "loss" or "gradient of <var>".
@@ -43,6 +43,8 @@ pub enum TrainError {
         phase: String,
         /// The epoch (0-based, Keras numbering).
         epoch: usize,
+        /// The epoch as the log shows it: `E/N`, 1-based within the phase.
+        phase_epoch: String,
         /// The step within the epoch (0-based).
         step: usize,
         /// The offending value.

@@ -882,6 +882,7 @@ impl Trainer {
                 what,
                 phase: phase.name().to_string(),
                 epoch,
+                phase_epoch: pc.describe_epoch(epoch),
                 step,
                 value,
                 paths: paths.clone(),
@@ -912,7 +913,7 @@ impl Trainer {
                     epoch_batches(train.len(), pc.batch_size, cfg.seed, epoch, pc.shuffle);
                 let mut bar = progress.epoch(phase, epoch, batches.len());
                 for (step, idx) in batches.iter().enumerate() {
-                    check_stop(phase, epoch)?;
+                    check_stop(phase, pc, epoch)?;
                     let feats = train.batch(idx, &self.device)?;
                     let boxes: Vec<_> = idx
                         .iter()
@@ -937,7 +938,7 @@ impl Trainer {
             Source::Images((train, _)) => {
                 let mut bar = progress.epoch(phase, epoch, train.steps_per_epoch());
                 for (step, b) in train.epoch(epoch).enumerate() {
-                    check_stop(phase, epoch)?;
+                    check_stop(phase, pc, epoch)?;
                     let b = b?;
                     for (p, why) in &b.skipped {
                         bar.suspend(|| eprintln!("warning: skipped {}: {why}", p.display()));
@@ -990,7 +991,7 @@ impl Trainer {
                 let val = &c.1;
                 let all: Vec<usize> = (0..val.len()).collect();
                 for idx in all.chunks(pc.batch_size) {
-                    check_stop(self.state.phase, epoch)?;
+                    check_stop(self.state.phase, pc, epoch)?;
                     let feats = val.batch(idx, &self.device)?;
                     let boxes: Vec<_> = idx
                         .iter()
@@ -1018,7 +1019,7 @@ impl Trainer {
                 };
                 let mut seen = 0usize;
                 for batch in iter {
-                    check_stop(self.state.phase, epoch)?;
+                    check_stop(self.state.phase, pc, epoch)?;
                     let batch = batch?;
                     let mut m = batch.len();
                     if m == 0 {
@@ -1055,11 +1056,11 @@ impl Trainer {
 }
 
 /// [`TrainError::Interrupted`] when a stop was requested (checked between steps).
-fn check_stop(phase: PhaseKind, epoch: usize) -> Result<()> {
+fn check_stop(phase: PhaseKind, pc: &PhaseConfig, epoch: usize) -> Result<()> {
     if crate::interrupt::stop_requested() {
         return Err(TrainError::Interrupted(format!(
             "{phase} epoch {}",
-            epoch + 1
+            pc.describe_epoch(epoch)
         )));
     }
     Ok(())

@@ -153,7 +153,7 @@ fn non_finite_loss_stops_with_phase_epoch_step_and_paths() {
     }
     let msg = err.to_string();
     assert!(
-        msg.contains("phase frozen, epoch 0, step 0") && msg.contains("img"),
+        msg.contains("phase frozen, epoch 1/1 (Keras epoch 0), step 0") && msg.contains("img"),
         "{msg}"
     );
 }

@@ -7,8 +7,14 @@ use yolo_train::{default_cases, gemm_reference_gflops, run_case};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Square input size (the TensorFlow reference figures are for 416).
-    #[arg(long, default_value_t = 416)]
-    size: usize,
+    #[arg(
+        long,
+        default_value_t = 416,
+        visible_alias = "imgsz",
+        alias = "size",
+        alias = "input"
+    )]
+    input_size: usize,
     /// Timed steps per case (the median is reported).
     #[arg(long, default_value_t = 3)]
     steps: usize,
@@ -28,7 +34,7 @@ pub struct Args {
 
 /// Runs the GEMM reference, then each selected case, printing one row per case.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let all = default_cases(args.size);
+    let all = default_cases(args.input_size);
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).collect();
     if let Some(bad) = wanted.iter().find(|w| !all.iter().any(|c| &c.name == *w)) {
         anyhow::bail!("unknown bench case `{bad}` (known: last, bottleneck, tiny, v3, v3-frozen)");

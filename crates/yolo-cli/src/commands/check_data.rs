@@ -15,8 +15,8 @@ pub struct Args {
     pub classes: String,
     /// Folder relative image paths are resolved against (default: the working directory, as
     /// `yolo train` does).
-    #[arg(long, value_name = "DIR")]
-    pub images_root: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", alias = "images-root")]
+    pub images_dir: Option<PathBuf>,
     /// Decode no pixel: read each image's header and walk its structure (fast; still catches
     /// truncated files, misses corrupt scan data and bad PNG checksums).
     #[arg(long)]
@@ -38,7 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     let opts = CheckOptions {
-        images_root: a.images_root,
+        images_root: a.images_dir,
         check_images: !a.no_images,
         decode: !a.header_only,
         class_names,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use yolo_train::demo::{run_demo, DemoConfig};
+use yolo_train::PhaseKind;
 
 /// Options of `yolo demo`; with none it runs the default demo into `runs/demo`.
 #[derive(clap::Args, Debug)]
@@ -10,29 +11,36 @@ pub struct Args {
     /// Output directory.
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
+    /// Epochs of a phase, `PHASE=N` as in `yolo train` (repeatable; PHASE: scratch,
+    /// bottleneck, frozen, unfreeze; 0 skips the phase).
+    #[arg(long = "epochs", value_name = "PHASE=N")]
+    pub epochs: Vec<String>,
+    /// Initial learning rate of the scratch or frozen phase, `PHASE=X` (repeatable).
+    #[arg(long = "lr", value_name = "PHASE=X")]
+    pub lr: Vec<String>,
     /// Training + validation images.
     #[arg(long)]
     pub train_images: Option<usize>,
     /// Held-out test images.
     #[arg(long)]
     pub test_images: Option<usize>,
-    /// Epochs of the from-scratch phase.
-    #[arg(long)]
+    /// Old spelling of `--epochs scratch=N`.
+    #[arg(long, hide = true)]
     pub scratch_epochs: Option<usize>,
-    /// Epochs of the bottleneck phase.
-    #[arg(long)]
+    /// Old spelling of `--epochs bottleneck=N`.
+    #[arg(long, hide = true)]
     pub bottleneck_epochs: Option<usize>,
-    /// Epochs of the frozen phase.
-    #[arg(long)]
+    /// Old spelling of `--epochs frozen=N`.
+    #[arg(long, hide = true)]
     pub frozen_epochs: Option<usize>,
-    /// Epochs of the unfreeze phase.
-    #[arg(long)]
+    /// Old spelling of `--epochs unfreeze=N`.
+    #[arg(long, hide = true)]
     pub unfreeze_epochs: Option<usize>,
-    /// Image and input size (multiple of 32).
-    #[arg(long)]
-    pub size: Option<u32>,
-    /// Learning rate of the from-scratch phase.
-    #[arg(long)]
+    /// Image and network input size (multiple of 32).
+    #[arg(long, visible_alias = "imgsz", alias = "size", alias = "input")]
+    pub input_size: Option<u32>,
+    /// Old spelling of `--lr scratch=X`.
+    #[arg(long, hide = true)]
     pub scratch_lr: Option<f64>,
     /// Augment images in the from-scratch phase.
     #[arg(long)]
@@ -43,8 +51,8 @@ pub struct Args {
     /// Wall-time budget of the unfreeze phase, seconds.
     #[arg(long)]
     pub unfreeze_seconds: Option<f64>,
-    /// Learning rate of the frozen (augmented) phase.
-    #[arg(long)]
+    /// Old spelling of `--lr frozen=X`.
+    #[arg(long, hide = true)]
     pub frozen_lr: Option<f64>,
     /// Smallest and largest object side as fractions of the image side, e.g. `0.125,0.375`.
     #[arg(long, value_delimiter = ',')]
@@ -72,7 +80,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     set(&mut d.bottleneck_epochs, a.bottleneck_epochs);
     set(&mut d.frozen_epochs, a.frozen_epochs);
     set(&mut d.unfreeze_epochs, a.unfreeze_epochs);
-    if let Some(s) = a.size {
+    if let Some(s) = a.input_size {
         d.size = s;
     }
     if let Some(lr) = a.scratch_lr {
@@ -87,6 +95,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(lr) = a.frozen_lr {
         d.frozen_lr = lr;
+    }
+    for s in &a.epochs {
+        let (p, v) = super::phase_value("--epochs", s)?;
+        let n: usize = v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--epochs `{s}`: `{v}` is not a number of epochs"))?;
+        *match p {
+            PhaseKind::Scratch => &mut d.scratch_epochs,
+            PhaseKind::Bottleneck => &mut d.bottleneck_epochs,
+            PhaseKind::Frozen => &mut d.frozen_epochs,
+            PhaseKind::Unfreeze => &mut d.unfreeze_epochs,
+        } = n;
+    }
+    for s in &a.lr {
+        let (p, v) = super::phase_value("--lr", s)?;
+        let x = match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => x,
+            _ => anyhow::bail!("--lr `{s}`: `{v}` is not a learning rate (a number > 0)"),
+        };
+        match p {
+            PhaseKind::Scratch => d.scratch_lr = x,
+            PhaseKind::Frozen => d.frozen_lr = x,
+            other => anyhow::bail!(
+                "--lr `{s}`: the demo sets the learning rate of scratch and frozen only, not {other}"
+            ),
+        }
     }
     if let Some(o) = a.object_size {
         let [lo, hi] = o[..] else {

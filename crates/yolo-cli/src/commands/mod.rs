@@ -89,3 +89,125 @@ pub(crate) fn unit_interval(s: &str) -> Result<f32, String> {
         Err(format!("{v} is not in [0, 1]"))
     }
 }
+
+/// Splits a `PHASE=VALUE` option value (`--epochs frozen=10`), checking the phase name; `flag`
+/// names the option in errors.
+pub(crate) fn phase_value<'a>(
+    flag: &str,
+    s: &'a str,
+) -> anyhow::Result<(yolo_train::PhaseKind, &'a str)> {
+    use anyhow::Context;
+    let (p, v) = s
+        .split_once('=')
+        .with_context(|| format!("{flag} `{s}` is not PHASE=VALUE"))?;
+    let names: Vec<&str> = yolo_train::PhaseKind::ALL
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    let phase = yolo_train::PhaseKind::parse(p.trim()).with_context(|| {
+        format!(
+            "{flag} `{s}`: unknown phase `{}` (phases: {})",
+            p.trim(),
+            names.join(", ")
+        )
+    })?;
+    Ok((phase, v.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The rendered `--help` of `yolo <path...>`.
+    fn help(path: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        for p in path {
+            cmd = cmd
+                .find_subcommand(p)
+                .unwrap_or_else(|| panic!("no subcommand {p}"))
+                .clone();
+        }
+        cmd.render_long_help().to_string()
+    }
+
+    #[test]
+    fn top_level_help_lists_every_command() {
+        let top = help(&[]);
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(names.len(), 12, "{names:?}");
+        for n in &names {
+            assert!(
+                top.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{n} "))),
+                "{n} missing from\n{top}"
+            );
+        }
+        // The description does not pretend to list the commands.
+        assert!(!top.contains("train, demo, detect"), "{top}");
+    }
+
+    #[test]
+    fn one_spelling_per_concept_old_ones_parse_hidden() {
+        // The network input is --input-size everywhere it is an option.
+        for cmd in [
+            "train", "demo", "detect", "eval", "info", "bench", "anchors",
+        ] {
+            let h = help(&[cmd]);
+            assert!(h.contains("--input-size"), "{cmd}:\n{h}");
+            assert!(
+                !h.contains("--input ") && !h.contains("--size "),
+                "{cmd}:\n{h}"
+            );
+        }
+        // Output folders are --out; the old train spelling still parses.
+        assert!(help(&["train"]).contains("--out <RUN_DIR>"));
+        assert!(!help(&["train"]).contains("--run-dir"));
+        assert!(!help(&["check-data"]).contains("--images-root"));
+        assert!(!help(&["demo"]).contains("--frozen-epochs"));
+        let old = Cli::try_parse_from([
+            "yolo",
+            "train",
+            "--run-dir",
+            "r",
+            "--input",
+            "320",
+            "--print-config",
+        ])
+        .expect("old spellings parse");
+        let Command::Train(t) = old.command else {
+            panic!("not train")
+        };
+        assert_eq!(t.run_dir.as_deref(), Some(std::path::Path::new("r")));
+        assert_eq!(t.input.as_deref(), Some("320"));
+        for argv in [
+            &["yolo", "bench", "--size", "64"][..],
+            &["yolo", "demo", "--size", "64", "--frozen-epochs", "2"],
+            &[
+                "yolo",
+                "detect",
+                "--weights",
+                "w.weights",
+                "--input",
+                "320",
+                "--out",
+                "o",
+                "x.jpg",
+            ],
+            &[
+                "yolo",
+                "check-data",
+                "a.txt",
+                "--classes",
+                "1",
+                "--images-root",
+                "d",
+            ],
+        ] {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+    }
+}

@@ -53,9 +53,9 @@ pub struct Args {
     /// Initial weights: darknet `.weights` or a safetensors checkpoint (partial load, reported).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Output directory (default runs/train). When it already holds a run, the new run goes to
-    /// the next free RUN_DIR2, RUN_DIR3, ... unless `--overwrite` is given.
-    #[arg(long)]
+    /// Run directory to write (default runs/train). When it already holds a run, the new run
+    /// goes to the next free RUN_DIR2, RUN_DIR3, ... unless `--overwrite` is given.
+    #[arg(long = "out", value_name = "RUN_DIR", alias = "run-dir")]
     pub run_dir: Option<PathBuf>,
     /// Start over in a run directory that holds a run: delete its config, state, metrics,
     /// weights and checkpoints first (the bottleneck cache is kept and checked).
@@ -67,8 +67,13 @@ pub struct Args {
     /// Tiny YOLOv3.
     #[arg(long)]
     pub tiny: bool,
-    /// Input size: `N` or `HxW` (multiples of 32).
-    #[arg(long)]
+    /// Network input size: `N` or `HxW` (multiples of 32).
+    #[arg(
+        long = "input-size",
+        visible_alias = "imgsz",
+        alias = "input",
+        alias = "size"
+    )]
     pub input: Option<String>,
     /// Epochs of a phase: `PHASE=N` runs N epochs of it (its own count, not Keras' end epoch),
     /// `PHASE=+N` adds N; with `--resume` a finished run continues for the added epochs
@@ -140,8 +145,14 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
             Some((h, w)) => (h, w),
             None => (s.as_str(), s.as_str()),
         };
-        let h: usize = h.trim().parse().with_context(|| format!("--input `{s}`"))?;
-        let w: usize = w.trim().parse().with_context(|| format!("--input `{s}`"))?;
+        let h: usize = h
+            .trim()
+            .parse()
+            .with_context(|| format!("--input-size `{s}`"))?;
+        let w: usize = w
+            .trim()
+            .parse()
+            .with_context(|| format!("--input-size `{s}`"))?;
         o.push(format!("input=[{h}, {w}]"));
     }
     for p in &a.skip {
@@ -176,29 +187,13 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     Ok(o)
 }
 
-/// Splits a `PHASE=VALUE` flag value, checking the phase name.
-fn phase_value<'a>(flag: &str, s: &'a str) -> anyhow::Result<(PhaseKind, &'a str)> {
-    let (p, v) = s
-        .split_once('=')
-        .with_context(|| format!("{flag} `{s}` is not PHASE=VALUE"))?;
-    let names: Vec<&str> = PhaseKind::ALL.iter().map(|p| p.name()).collect();
-    let phase = PhaseKind::parse(p.trim()).with_context(|| {
-        format!(
-            "{flag} `{s}`: unknown phase `{}` (phases: {})",
-            p.trim(),
-            names.join(", ")
-        )
-    })?;
-    Ok((phase, v.trim()))
-}
-
 /// `--epochs`, `--batch-size` and `--lr` as `key=value` overrides (laid after `--set`). An
 /// `--epochs` count is written as a TOML string (`"N"` or `"+N"`), which always counts the
 /// phase's own epochs, even when `--set` also names the phase's `initial_epoch`.
 fn schedule_overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     let mut o = Vec::new();
     for s in &a.epochs {
-        let (p, v) = phase_value("--epochs", s)?;
+        let (p, v) = super::phase_value("--epochs", s)?;
         let (plus, n) = match v.strip_prefix('+') {
             Some(n) => ("+", n),
             None => ("", v),
@@ -209,14 +204,14 @@ fn schedule_overrides(a: &Args) -> anyhow::Result<Vec<String>> {
         o.push(format!("{p}.epochs=\"{plus}{n}\""));
     }
     for s in &a.batch_size {
-        let (p, v) = phase_value("--batch-size", s)?;
+        let (p, v) = super::phase_value("--batch-size", s)?;
         match v.parse::<usize>() {
             Ok(n) if n >= 1 => o.push(format!("{p}.batch_size={n}")),
             _ => anyhow::bail!("--batch-size `{s}`: `{v}` is not a batch size (an integer >= 1)"),
         }
     }
     for s in &a.lr {
-        let (p, v) = phase_value("--lr", s)?;
+        let (p, v) = super::phase_value("--lr", s)?;
         match v.parse::<f64>() {
             Ok(x) if x.is_finite() && x > 0.0 => o.push(format!("{p}.lr={x:?}")),
             _ => anyhow::bail!("--lr `{s}`: `{v}` is not a learning rate (a number > 0)"),
@@ -272,12 +267,17 @@ fn install_interrupt_handler() {
 }
 
 /// What an interrupted run tells the user: what is saved and how to go on.
-fn interrupted_message(dir: &str, during: &str, saved: Option<(PhaseKind, usize)>) -> String {
+fn interrupted_message(
+    dir: &str,
+    during: &str,
+    saved: Option<(PhaseKind, usize)>,
+    cfg: &TrainConfig,
+) -> String {
     match saved {
         Some((phase, epoch)) => format!(
             "interrupted during {during}: the run is saved up to {phase} epoch {} ({dir}/state.json); \
              continue with `yolo train --resume {dir}`",
-            epoch + 1
+            cfg.phase(phase).describe_epoch(epoch)
         ),
         None => format!(
             "interrupted during {during}: no epoch had finished, so nothing was saved in {dir}; \
@@ -349,10 +349,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         RunOutcome::Stopped { phase, epoch } => println!(
             "stopped after {phase} epoch {}; continue with `yolo train --resume {dir}`",
-            epoch + 1
+            trainer.state().config.phase(phase).describe_epoch(epoch)
         ),
         RunOutcome::Interrupted { during, saved } => {
-            eprintln!("{}", interrupted_message(&dir, &during, saved));
+            eprintln!(
+                "{}",
+                interrupted_message(&dir, &during, saved, &trainer.state().config)
+            );
             std::process::exit(INTERRUPTED_EXIT);
         }
     }
@@ -396,7 +399,7 @@ mod tests {
     #[test]
     fn an_apostrophe_in_a_path_is_kept_exactly() {
         let (cfg, resumed) = through_run_files(&[
-            "--run-dir",
+            "--out",
             "/tmp/x/bob's run",
             "--annotations",
             "data/it's \"quoted\" \\ back.txt",
@@ -425,13 +428,23 @@ mod tests {
     #[test]
     fn interrupted_message_says_what_is_saved_and_how_to_resume() {
         assert_eq!(
-            interrupted_message("runs/a b", "frozen epoch 4", Some((PhaseKind::Frozen, 2))),
-            "interrupted during frozen epoch 4: the run is saved up to frozen epoch 3 \
+            interrupted_message(
+                "runs/a b",
+                "frozen epoch 4/50",
+                Some((PhaseKind::Frozen, 2)),
+                &TrainConfig::default()
+            ),
+            "interrupted during frozen epoch 4/50: the run is saved up to frozen epoch 3/50 \
              (runs/a b/state.json); continue with `yolo train --resume runs/a b`"
         );
         assert_eq!(
-            interrupted_message("r", "bottleneck epoch 1", None),
-            "interrupted during bottleneck epoch 1: no epoch had finished, so nothing was saved \
+            interrupted_message(
+                "r",
+                "bottleneck epoch 1/30",
+                None,
+                &TrainConfig::default()
+            ),
+            "interrupted during bottleneck epoch 1/30: no epoch had finished, so nothing was saved \
              in r; start again with the same command"
         );
     }
@@ -552,8 +565,8 @@ mod tests {
             run in "[^\u{0}]{1,40}",
             ann in "[^\u{0}]{1,40}",
         ) {
-            // clap takes a leading '-' for a flag, as a shell user would need `--run-dir=-x`.
-            let run_flag = format!("--run-dir={run}");
+            // clap takes a leading '-' for a flag, as a shell user would need `--out=-x`.
+            let run_flag = format!("--out={run}");
             let ann_flag = format!("--annotations={ann}");
             let (cfg, resumed) = through_run_files(&[&run_flag, &ann_flag]);
             prop_assert_eq!(&cfg.run_dir, &PathBuf::from(&run));
