@@ -129,8 +129,7 @@ fn voc2txt_then_anchors_on_raccoon() {
     let a = yolo_data::read_anchors(&anchors).unwrap();
     assert_eq!(a.wh.len(), 9);
     assert!(
-        a.wh
-            .windows(2)
+        a.wh.windows(2)
             .all(|w| w[0][0] * w[0][1] <= w[1][0] * w[1][1]),
         "sorted by area"
     );
