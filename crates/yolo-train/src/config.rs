@@ -10,6 +10,9 @@ use crate::adam::AdamConfig;
 use crate::best_model::BestMonitor;
 use crate::callbacks::CheckpointMonitor;
 use crate::error::{Result, TrainError};
+use crate::lr_schedule::{
+    LrSchedule, ScheduleSpec, DEFAULT_LR_FINAL_FACTOR, DEFAULT_WARMUP_START_FACTOR,
+};
 
 /// Which phase of the schedule, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -105,9 +108,29 @@ pub struct PhaseConfig {
     /// plus the last epoch's duration would exceed it (at least one epoch always runs). Written
     /// as `inf` in TOML (`null` in JSON) when there is no budget.
     pub max_seconds: Option<f64>,
+    /// Learning-rate schedule over the phase's steps: `constant` (keras-yolo3) or `cosine` (from
+    /// `lr` to `lr_final_factor * lr`); see [`crate::lr_schedule`].
+    pub lr_schedule: LrSchedule,
+    /// Epochs of linear learning-rate warm-up at the start of the phase, per optimizer step, from
+    /// `warmup_start_factor * lr` up to the scheduled rate (0: none, keras-yolo3).
+    pub warmup_epochs: f64,
+    /// Fraction of the learning rate the warm-up starts at.
+    pub warmup_start_factor: f64,
+    /// Fraction of `lr` the cosine schedule ends at (ultralytics' `lrf`).
+    pub lr_final_factor: f64,
 }
 
 impl PhaseConfig {
+    /// The learning-rate schedule settings of the phase.
+    pub fn schedule(&self) -> ScheduleSpec {
+        ScheduleSpec {
+            schedule: self.lr_schedule,
+            warmup_epochs: self.warmup_epochs,
+            warmup_start_factor: self.warmup_start_factor,
+            lr_final_factor: self.lr_final_factor,
+        }
+    }
+
     /// The number of epochs of the phase (`epochs - initial_epoch`, 0 when the end is before).
     pub fn count(&self) -> usize {
         self.epochs.saturating_sub(self.initial_epoch)
@@ -146,6 +169,14 @@ struct PhaseRepr {
         deserialize_with = "de_seconds"
     )]
     max_seconds: Option<f64>,
+    #[serde(default)]
+    lr_schedule: LrSchedule,
+    #[serde(default)]
+    warmup_epochs: f64,
+    #[serde(default = "default_warmup_start_factor")]
+    warmup_start_factor: f64,
+    #[serde(default = "default_lr_final_factor")]
+    lr_final_factor: f64,
 }
 
 impl From<PhaseConfig> for PhaseRepr {
@@ -162,6 +193,10 @@ impl From<PhaseConfig> for PhaseRepr {
             shuffle: c.shuffle,
             augment: c.augment,
             max_seconds: c.max_seconds,
+            lr_schedule: c.lr_schedule,
+            warmup_epochs: c.warmup_epochs,
+            warmup_start_factor: c.warmup_start_factor,
+            lr_final_factor: c.lr_final_factor,
         }
     }
 }
@@ -196,6 +231,10 @@ impl TryFrom<PhaseRepr> for PhaseConfig {
             shuffle: r.shuffle,
             augment: r.augment,
             max_seconds: r.max_seconds,
+            lr_schedule: r.lr_schedule,
+            warmup_epochs: r.warmup_epochs,
+            warmup_start_factor: r.warmup_start_factor,
+            lr_final_factor: r.lr_final_factor,
         })
     }
 }
@@ -221,6 +260,14 @@ fn yes() -> bool {
     true
 }
 
+fn default_warmup_start_factor() -> f64 {
+    DEFAULT_WARMUP_START_FACTOR
+}
+
+fn default_lr_final_factor() -> f64 {
+    DEFAULT_LR_FINAL_FACTOR
+}
+
 impl PhaseConfig {
     fn scratch() -> Self {
         PhaseConfig {
@@ -234,6 +281,10 @@ impl PhaseConfig {
             shuffle: true,
             augment: true,
             max_seconds: None,
+            lr_schedule: LrSchedule::Constant,
+            warmup_epochs: 0.0,
+            warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
+            lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
         }
     }
 
@@ -249,6 +300,10 @@ impl PhaseConfig {
             shuffle: true,
             augment: true,
             max_seconds: None,
+            lr_schedule: LrSchedule::Constant,
+            warmup_epochs: 0.0,
+            warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
+            lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
         }
     }
 
@@ -264,6 +319,10 @@ impl PhaseConfig {
             shuffle: true,
             augment: true,
             max_seconds: None,
+            lr_schedule: LrSchedule::Constant,
+            warmup_epochs: 0.0,
+            warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
+            lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
         }
     }
 
@@ -279,6 +338,10 @@ impl PhaseConfig {
             shuffle: true,
             augment: true,
             max_seconds: None,
+            lr_schedule: LrSchedule::Constant,
+            warmup_epochs: 0.0,
+            warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
+            lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
         }
     }
 }
@@ -546,6 +609,20 @@ impl TrainConfig {
             }
             if !(c.lr.is_finite() && c.lr > 0.0) {
                 return Err(format!("{p}.lr {} must be positive", c.lr));
+            }
+            if !(c.warmup_epochs.is_finite() && c.warmup_epochs >= 0.0) {
+                return Err(format!(
+                    "{p}.warmup_epochs {} must be a number of epochs >= 0",
+                    c.warmup_epochs
+                ));
+            }
+            for (key, v) in [
+                ("warmup_start_factor", c.warmup_start_factor),
+                ("lr_final_factor", c.lr_final_factor),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(format!("{p}.{key} {v} must be in [0, 1]"));
+                }
             }
         }
         Ok(())
@@ -941,6 +1018,77 @@ mod tests {
         t.remove("checkpoint_monitor");
         let old: TrainConfig = v.try_into().unwrap();
         assert_eq!(old, TrainConfig::default());
+    }
+
+    #[test]
+    fn lr_schedule_settings_default_off_parse_print_and_read_old_files() {
+        let c = TrainConfig::default();
+        for p in PhaseKind::ALL {
+            let pc = c.phase(p);
+            assert_eq!(
+                (
+                    pc.lr_schedule,
+                    pc.warmup_epochs,
+                    pc.warmup_start_factor,
+                    pc.lr_final_factor
+                ),
+                (LrSchedule::Constant, 0.0, 0.1, 0.01)
+            );
+        }
+        let c = load(&[
+            "unfreeze.lr_schedule=cosine",
+            "unfreeze.warmup_epochs=1.5",
+            "unfreeze.lr_final_factor=0.2",
+            "frozen.warmup_start_factor=0.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.unfreeze.lr_schedule,
+                c.unfreeze.warmup_epochs,
+                c.unfreeze.lr_final_factor,
+                c.frozen.warmup_start_factor,
+                c.frozen.lr_schedule,
+            ),
+            (LrSchedule::Cosine, 1.5, 0.2, 0.5, LrSchedule::Constant)
+        );
+        // --print-config shows every new key, and reads back.
+        let text = c.to_toml().unwrap();
+        let t: toml::Table = toml::from_str(&text).unwrap();
+        let u = t["unfreeze"].as_table().unwrap();
+        assert_eq!(u["lr_schedule"].as_str(), Some("cosine"));
+        assert_eq!(u["warmup_epochs"].as_float(), Some(1.5));
+        let f = t["frozen"].as_table().unwrap();
+        assert_eq!(f["lr_schedule"].as_str(), Some("constant"));
+        assert_eq!(f["warmup_start_factor"].as_float(), Some(0.5));
+        assert_eq!(f["lr_final_factor"].as_float(), Some(0.01));
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+        // Files and state.json of older versions (none of the keys) read as the defaults.
+        let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
+        let t = v.as_table_mut().unwrap();
+        for p in PhaseKind::ALL {
+            let pt = t.get_mut(p.name()).unwrap().as_table_mut().unwrap();
+            for k in [
+                "lr_schedule",
+                "warmup_epochs",
+                "warmup_start_factor",
+                "lr_final_factor",
+            ] {
+                pt.remove(k);
+            }
+        }
+        let old: TrainConfig = v.try_into().unwrap();
+        assert_eq!(old, TrainConfig::default());
+        // Bad values name the key.
+        let e = err(&["unfreeze.lr_schedule=linear"]);
+        assert!(e.contains("linear") && e.contains("cosine"), "{e}");
+        let e = err(&["frozen.warmup_epochs=-1"]);
+        assert!(e.contains("frozen.warmup_epochs -1"), "{e}");
+        let e = err(&["unfreeze.lr_final_factor=2"]);
+        assert!(
+            e.contains("unfreeze.lr_final_factor 2 must be in [0, 1]"),
+            "{e}"
+        );
     }
 
     fn load(o: &[&str]) -> Result<TrainConfig> {

@@ -25,6 +25,7 @@ use crate::device::parse_device;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{map_params, validation_report};
 use crate::init::seeded_glorot_init;
+use crate::lr_schedule::PhaseSchedule;
 use crate::metrics::{write_csv, EpochRecord, LossStats};
 use crate::model_source::BEST_WEIGHTS;
 use crate::plot::write_png;
@@ -432,6 +433,19 @@ impl Trainer {
             PhaseKind::Bottleneck => Source::Cache(Box::new(self.prepare_cache()?)),
             _ => Source::Images(self.image_loader(phase, pc)?),
         };
+        let schedule = PhaseSchedule {
+            spec: pc.schedule(),
+            steps_per_epoch: source.steps_per_epoch(pc) as u64,
+            epochs: pc.count() as u64,
+        };
+        if !schedule.spec.is_constant() {
+            (self.log)(&format!(
+                "phase {phase}: lr_schedule {}, warm-up {} steps, {} steps",
+                schedule.spec.schedule,
+                schedule.spec.warmup_steps(schedule.steps_per_epoch),
+                schedule.total_steps(),
+            ));
+        }
 
         let mut stopped_early = false;
         let mut last_epoch_secs = 0.0;
@@ -448,9 +462,21 @@ impl Trainer {
                 }
             }
             let t0 = Instant::now();
+            // The epoch's first-step learning rate (the one logged) when a schedule is on.
+            let phase_epoch = (epoch - pc.initial_epoch) as u64;
+            if let Some(l) = schedule.lr(phase_epoch, 0, self.state.lr) {
+                adam.set_learning_rate(l);
+            }
             let lr = adam.learning_rate();
-            let (train, images) =
-                self.train_epoch(phase, pc, freeze, epoch, &source, &mut adam, progress)?;
+            let (train, images) = self.train_epoch(
+                phase,
+                pc,
+                freeze,
+                epoch,
+                &source,
+                (&mut adam, &schedule),
+                progress,
+            )?;
             let train_secs = t0.elapsed().as_secs_f64();
             let val = self.validate(&source, pc, freeze, epoch)?;
             let map = if self.map_due(phase, pc, epoch) {
@@ -508,13 +534,21 @@ impl Trainer {
                 }
             }
             self.update_best(phase, epoch, &val, map)?;
+            // With a schedule on, the plateau cuts the base rate the schedule scales.
+            let scheduled = !schedule.spec.is_constant();
             if let Some(pl) = self.state.plateau.as_mut() {
-                if let Some(new_lr) = pl.on_epoch_end(val.total, adam.learning_rate()) {
-                    (self.log)(&format!(
-                        "ReduceLROnPlateau: lr {:e} -> {new_lr:e}",
-                        adam.learning_rate()
-                    ));
-                    adam.set_learning_rate(new_lr);
+                let current = if scheduled {
+                    self.state.lr
+                } else {
+                    adam.learning_rate()
+                };
+                if let Some(new_lr) = pl.on_epoch_end(val.total, current) {
+                    (self.log)(&format!("ReduceLROnPlateau: lr {current:e} -> {new_lr:e}"));
+                    if scheduled {
+                        self.state.lr = new_lr;
+                    } else {
+                        adam.set_learning_rate(new_lr);
+                    }
                 }
             }
             if let Some(es) = self.state.early_stopping.as_mut() {
@@ -532,7 +566,9 @@ impl Trainer {
             self.state.global_steps += adam.iterations() - self.state.phase_steps;
             self.state.history.push(record);
             self.state.next_epoch = epoch + 1;
-            self.state.lr = adam.learning_rate();
+            if !scheduled {
+                self.state.lr = adam.learning_rate();
+            }
             self.state.phase_steps = adam.iterations();
             if stopped_early {
                 // Nothing left in this phase: make the remaining epochs empty for a resume.
@@ -863,7 +899,7 @@ impl Trainer {
         freeze: FreezeBody,
         epoch: usize,
         source: &Source,
-        adam: &mut Adam,
+        (adam, schedule): (&mut Adam, &PhaseSchedule),
         progress: &RunProgress,
     ) -> Result<(LossStats, usize)> {
         let cfg = self.cfg();
@@ -895,6 +931,10 @@ impl Trainer {
                 if let Some((name, v)) = adam.first_non_finite_grad(&grads)? {
                     return Err(nonfinite(format!("gradient of {name}"), v));
                 }
+            }
+            let phase_epoch = (epoch - pc.initial_epoch) as u64;
+            if let Some(lr) = schedule.lr(phase_epoch, step as u64, self.state.lr) {
+                adam.set_learning_rate(lr);
             }
             adam.step(&grads)?;
             sum.add(&stats);
@@ -1069,4 +1109,14 @@ fn check_stop(phase: PhaseKind, pc: &PhaseConfig, epoch: usize) -> Result<()> {
 enum Source {
     Cache(Box<(BottleneckCache, BottleneckCache)>),
     Images((BatchLoader, BatchLoader)),
+}
+
+impl Source {
+    /// Optimizer steps per training epoch (batches, empty ones included).
+    fn steps_per_epoch(&self, pc: &PhaseConfig) -> usize {
+        match self {
+            Source::Cache(c) => epoch_batches(c.0.len(), pc.batch_size, 0, 0, false).len(),
+            Source::Images((train, _)) => train.steps_per_epoch(),
+        }
+    }
 }
