@@ -260,6 +260,13 @@ fn yes() -> bool {
     true
 }
 
+fn default_ema_tau() -> f64 {
+    DEFAULT_EMA_TAU
+}
+
+/// Default [`TrainConfig::ema_tau`] (ultralytics' ModelEMA).
+pub const DEFAULT_EMA_TAU: f64 = 2000.0;
+
 fn default_warmup_start_factor() -> f64 {
     DEFAULT_WARMUP_START_FACTOR
 }
@@ -454,6 +461,16 @@ pub struct TrainConfig {
     /// letterboxed training batches (0: off). Keras' momentum 0.99 leaves them ~100 steps behind
     /// the weights, which the inference-mode phases (bottleneck cache, frozen layers) then see.
     pub recalibrate_bn_batches: usize,
+    /// Exponential moving average of the weights (ultralytics' ModelEMA), 0: off (keras-yolo3).
+    /// With a decay `d` (e.g. 0.9999) every variable, BatchNorm statistics included, is averaged
+    /// after each optimizer step with the ramped decay `d * (1 - exp(-updates / ema_tau))`;
+    /// validation, mAP and the saved weights files use the average while training steps the raw
+    /// weights. See [`crate::ema`].
+    #[serde(default)]
+    pub ema_decay: f64,
+    /// Updates over which the EMA decay ramps up (ultralytics: 2000).
+    #[serde(default = "default_ema_tau")]
+    pub ema_tau: f64,
     /// Stop (as if killed) after this phase/epoch; `--resume` continues from there.
     pub stop_after: Option<StopAfter>,
     /// Optional from-scratch phase (off by default).
@@ -502,6 +519,8 @@ impl Default for TrainConfig {
             progress: true,
             prefetch: 2,
             recalibrate_bn_batches: 16,
+            ema_decay: 0.0,
+            ema_tau: DEFAULT_EMA_TAU,
             stop_after: None,
             scratch: PhaseConfig::scratch(),
             bottleneck: PhaseConfig::bottleneck(),
@@ -624,6 +643,15 @@ impl TrainConfig {
                     return Err(format!("{p}.{key} {v} must be in [0, 1]"));
                 }
             }
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(format!(
+                "ema_decay {} must be in [0, 1) (0: off)",
+                self.ema_decay
+            ));
+        }
+        if !(self.ema_tau.is_finite() && self.ema_tau > 0.0) {
+            return Err(format!("ema_tau {} must be positive", self.ema_tau));
         }
         Ok(())
     }
@@ -1021,8 +1049,9 @@ mod tests {
     }
 
     #[test]
-    fn lr_schedule_settings_default_off_parse_print_and_read_old_files() {
+    fn lr_schedule_and_ema_settings_default_off_parse_print_and_read_old_files() {
         let c = TrainConfig::default();
+        assert_eq!((c.ema_decay, c.ema_tau), (0.0, 2000.0));
         for p in PhaseKind::ALL {
             let pc = c.phase(p);
             assert_eq!(
@@ -1040,6 +1069,7 @@ mod tests {
             "unfreeze.warmup_epochs=1.5",
             "unfreeze.lr_final_factor=0.2",
             "frozen.warmup_start_factor=0.5",
+            "ema_decay=0.9999",
         ])
         .unwrap();
         assert_eq!(
@@ -1049,12 +1079,22 @@ mod tests {
                 c.unfreeze.lr_final_factor,
                 c.frozen.warmup_start_factor,
                 c.frozen.lr_schedule,
+                c.ema_decay
             ),
-            (LrSchedule::Cosine, 1.5, 0.2, 0.5, LrSchedule::Constant)
+            (
+                LrSchedule::Cosine,
+                1.5,
+                0.2,
+                0.5,
+                LrSchedule::Constant,
+                0.9999
+            )
         );
         // --print-config shows every new key, and reads back.
         let text = c.to_toml().unwrap();
         let t: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(t["ema_decay"].as_float(), Some(0.9999));
+        assert_eq!(t["ema_tau"].as_float(), Some(2000.0));
         let u = t["unfreeze"].as_table().unwrap();
         assert_eq!(u["lr_schedule"].as_str(), Some("cosine"));
         assert_eq!(u["warmup_epochs"].as_float(), Some(1.5));
@@ -1066,6 +1106,8 @@ mod tests {
         // Files and state.json of older versions (none of the keys) read as the defaults.
         let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
         let t = v.as_table_mut().unwrap();
+        t.remove("ema_decay");
+        t.remove("ema_tau");
         for p in PhaseKind::ALL {
             let pt = t.get_mut(p.name()).unwrap().as_table_mut().unwrap();
             for k in [
@@ -1089,6 +1131,10 @@ mod tests {
             e.contains("unfreeze.lr_final_factor 2 must be in [0, 1]"),
             "{e}"
         );
+        let e = err(&["ema_decay=1"]);
+        assert!(e.contains("ema_decay 1 must be in [0, 1)"), "{e}");
+        let e = err(&["ema_tau=0"]);
+        assert!(e.contains("ema_tau 0 must be positive"), "{e}");
     }
 
     fn load(o: &[&str]) -> Result<TrainConfig> {

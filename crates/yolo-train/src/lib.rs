@@ -29,6 +29,7 @@ pub mod convert;
 pub mod dataset;
 pub mod demo;
 pub mod device;
+pub mod ema;
 pub mod error;
 pub mod evaluate;
 pub mod init;
@@ -56,6 +57,7 @@ pub use callbacks::{
 pub use config::{toml_quote, CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
 pub use dataset::{DataCheck, Dataset, SKIPPED_SAMPLES_FILE};
 pub use device::{parse_device, set_generic_ops};
+pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use interrupt::{clear_stop, request_stop, stop_requested};
 pub use lr_schedule::{lr_at, LrSchedule, PhaseSchedule, ScheduleSpec};

@@ -61,6 +61,10 @@ pub struct RunState {
     pub weights: Option<PathBuf>,
     /// Optimizer file of the latest epoch end, relative to the run dir.
     pub optimizer: Option<PathBuf>,
+    /// Weights-average file of the latest epoch end, relative to the run dir, when `ema_decay`
+    /// is on (see [`crate::ema`]); absent in older runs.
+    #[serde(default)]
+    pub ema: Option<PathBuf>,
     /// Every epoch's metrics so far.
     pub history: Vec<EpochRecord>,
     /// The run's best epoch so far, whose weights are `best.safetensors` (absent in older runs).
@@ -90,6 +94,7 @@ impl RunState {
             checkpoint: ModelCheckpoint::with_monitor(period, monitor),
             weights: None,
             optimizer: None,
+            ema: None,
             history: Vec::new(),
             best: None,
         }
@@ -123,7 +128,7 @@ impl RunState {
                 ),
             ));
         }
-        for f in [&s.weights, &s.optimizer].into_iter().flatten() {
+        for f in [&s.weights, &s.optimizer, &s.ema].into_iter().flatten() {
             if !run_dir.join(f).exists() {
                 return Err(TrainError::format(
                     &p,
@@ -165,6 +170,7 @@ impl RunState {
         self.phase_steps = 0;
         self.phase_seconds = 0.0;
         self.optimizer = None;
+        self.ema = None;
         Some(format!(
             "phase {p} had finished; its schedule now ends at epoch {end}: continuing it with \
              epochs {}..{end} ({} more; Adam's moments restart at lr {:e}, as they are not kept \
@@ -203,9 +209,14 @@ impl RunState {
         )
     }
 
+    /// File name for the weights average of the latest checkpoint of `phase`/`epoch`, relative.
+    pub fn last_ema_file(phase: PhaseKind, epoch: usize) -> PathBuf {
+        PathBuf::from("last").join(format!("ema-{}-e{epoch:03}.safetensors", phase.name()))
+    }
+
     /// Deletes `last/*` files other than the ones this state names.
     pub fn prune_last(&self, run_dir: &Path) {
-        let keep: Vec<PathBuf> = [&self.weights, &self.optimizer]
+        let keep: Vec<PathBuf> = [&self.weights, &self.optimizer, &self.ema]
             .into_iter()
             .flatten()
             .map(|f| run_dir.join(f))

@@ -22,6 +22,7 @@ use crate::callbacks::{CheckpointMonitor, EarlyStopping, ModelCheckpoint, Reduce
 use crate::config::{PhaseConfig, PhaseKind, TrainConfig};
 use crate::dataset::{is_darknet_weights, y_true_tensors, Dataset};
 use crate::device::parse_device;
+use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{map_params, validation_report};
 use crate::init::seeded_glorot_init;
@@ -381,6 +382,7 @@ impl Trainer {
         self.state.phase_steps = 0;
         self.state.phase_seconds = 0.0;
         self.state.optimizer = None;
+        self.state.ema = None;
         self.state.plateau = pc.plateau_and_early_stopping.then(|| {
             ReduceLrOnPlateau::new(
                 cfg.plateau_factor,
@@ -438,12 +440,14 @@ impl Trainer {
             steps_per_epoch: source.steps_per_epoch(pc) as u64,
             epochs: pc.count() as u64,
         };
-        if !schedule.spec.is_constant() {
+        let mut ema = self.phase_ema()?;
+        if !schedule.spec.is_constant() || ema.is_some() {
             (self.log)(&format!(
-                "phase {phase}: lr_schedule {}, warm-up {} steps, {} steps",
+                "phase {phase}: lr_schedule {}, warm-up {} steps, {} steps; weights EMA {}",
                 schedule.spec.schedule,
                 schedule.spec.warmup_steps(schedule.steps_per_epoch),
                 schedule.total_steps(),
+                if ema.is_some() { "on" } else { "off" }
             ));
         }
 
@@ -474,10 +478,15 @@ impl Trainer {
                 freeze,
                 epoch,
                 &source,
-                (&mut adam, &schedule),
+                (&mut adam, &schedule, &mut ema),
                 progress,
             )?;
             let train_secs = t0.elapsed().as_secs_f64();
+            // Validation, mAP and the weights files written until the restore see the average.
+            let averaged = ema
+                .as_mut()
+                .map(|e| e.swapped_in(&self.varmap))
+                .transpose()?;
             let val = self.validate(&source, pc, freeze, epoch)?;
             let map = if self.map_due(phase, pc, epoch) {
                 Some(self.validation_map()?)
@@ -534,6 +543,7 @@ impl Trainer {
                 }
             }
             self.update_best(phase, epoch, &val, map)?;
+            averaged.map(|g| g.restore()).transpose()?;
             // With a schedule on, the plateau cuts the base rate the schedule scales.
             let scheduled = !schedule.spec.is_constant();
             if let Some(pl) = self.state.plateau.as_mut() {
@@ -574,7 +584,7 @@ impl Trainer {
                 // Nothing left in this phase: make the remaining epochs empty for a resume.
                 self.state.next_epoch = pc.epochs;
             }
-            self.save_latest(phase, epoch, &adam)?;
+            self.save_latest(phase, epoch, &adam, ema.as_ref())?;
             if self
                 .cfg()
                 .stop_after
@@ -584,14 +594,46 @@ impl Trainer {
                 return Ok(Some(RunOutcome::Stopped { phase, epoch }));
             }
         }
+        if let Some(e) = &ema {
+            // The phase's result is its average; the next phase starts from it.
+            e.adopt(&self.varmap)?;
+        }
         self.finish_phase(phase)?;
         Ok(None)
     }
 
-    fn save_latest(&mut self, phase: PhaseKind, epoch: usize, adam: &Adam) -> Result<()> {
+    /// The weights average of the phase when `ema_decay` is on: the saved one of the latest
+    /// checkpoint when resuming mid-phase, else a fresh one from the current weights.
+    fn phase_ema(&self) -> Result<Option<Ema>> {
+        let cfg = self.cfg();
+        if cfg.ema_decay <= 0.0 {
+            return Ok(None);
+        }
+        let mut e = Ema::new(&self.varmap, cfg.ema_decay, cfg.ema_tau)?;
+        if let Some(f) = &self.state.ema {
+            e.load(&self.run_dir.join(f))?;
+        }
+        Ok(Some(e))
+    }
+
+    fn save_latest(
+        &mut self,
+        phase: PhaseKind,
+        epoch: usize,
+        adam: &Adam,
+        ema: Option<&Ema>,
+    ) -> Result<()> {
         let (w, o) = RunState::last_files(phase, epoch);
         save_weights(&self.varmap, &self.run_dir.join(&w))?;
         adam.save(&self.run_dir.join(&o))?;
+        self.state.ema = match ema {
+            Some(e) => {
+                let f = RunState::last_ema_file(phase, epoch);
+                e.save(&self.run_dir.join(&f))?;
+                Some(f)
+            }
+            None => None,
+        };
         self.state.weights = Some(w);
         self.state.optimizer = Some(o);
         self.state.save(&self.run_dir)?;
@@ -727,6 +769,7 @@ impl Trainer {
         self.state.completed.push(phase);
         self.state.weights = Some(wf);
         self.state.optimizer = None;
+        self.state.ema = None;
         self.state.save(&self.run_dir)?;
         self.state.prune_last(&self.run_dir);
         write_csv(
@@ -899,7 +942,7 @@ impl Trainer {
         freeze: FreezeBody,
         epoch: usize,
         source: &Source,
-        (adam, schedule): (&mut Adam, &PhaseSchedule),
+        (adam, schedule, ema): (&mut Adam, &PhaseSchedule, &mut Option<Ema>),
         progress: &RunProgress,
     ) -> Result<(LossStats, usize)> {
         let cfg = self.cfg();
@@ -937,6 +980,9 @@ impl Trainer {
                 adam.set_learning_rate(lr);
             }
             adam.step(&grads)?;
+            if let Some(e) = ema.as_mut() {
+                e.update(&self.varmap)?;
+            }
             sum.add(&stats);
             steps += 1;
             images += paths.len();

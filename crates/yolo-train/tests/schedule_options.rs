@@ -1,11 +1,14 @@
 //! The ultralytics-style options on tiny generated data (tiny YOLOv3, 64x64, 12 training
 //! images, batch 4: 3 steps per epoch): the per-phase learning-rate schedule (warm-up, cosine,
-//! with ReduceLROnPlateau on top) across a stop and `--resume`, and off by default.
+//! with ReduceLROnPlateau on top) and the EMA of the weights, each across a stop and `--resume`,
+//! and both off by default.
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::Path;
 
+use candle_core::{Device, Tensor};
 use common::{config, synth};
 use yolo_train::{
     lr_at, LrSchedule, PhaseKind, RunOutcome, RunState, StopAfter, TrainConfig, Trainer,
@@ -46,6 +49,35 @@ fn lrs(s: &RunState) -> Vec<f64> {
     s.history.iter().map(|r| r.lr).collect()
 }
 
+fn load(p: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(p, &Device::Cpu).unwrap()
+}
+
+/// Largest absolute difference between same-named tensors of `a` and `b` (which must hold the
+/// same names), over the names `pick` accepts.
+fn max_diff(
+    a: &HashMap<String, Tensor>,
+    b: &HashMap<String, Tensor>,
+    pick: impl Fn(&str) -> bool,
+) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut m = 0f32;
+    for (k, x) in a.iter().filter(|(k, _)| pick(k)) {
+        let d = (x - &b[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        m = m.max(d);
+    }
+    m
+}
+
 fn close(a: f64, b: f64) -> bool {
     ((a - b) / b).abs() < 1e-12
 }
@@ -61,12 +93,14 @@ fn options_are_off_by_default_and_change_nothing() {
         );
         assert!(pc.schedule().is_constant());
     }
+    assert_eq!(c.ema_decay, 0.0);
 
     let dir = tempfile::tempdir().unwrap();
     synth(dir.path(), 16, 64, 64);
     let (_, s) = run(unfreeze_only(dir.path(), "default", 2));
-    // Keras' constant Adam rate.
+    // Keras' constant Adam rate, no EMA file, and the phase's weights are the trained ones.
     assert_eq!(lrs(&s), vec![1e-3, 1e-3]);
+    assert_eq!(s.ema, None);
     let run_dir = dir.path().join("default");
     let last: Vec<_> = std::fs::read_dir(run_dir.join("last"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -78,6 +112,7 @@ fn options_are_off_by_default_and_change_nothing() {
         .with_overrides(&[
             "unfreeze.lr_schedule=\"constant\"".into(),
             "unfreeze.warmup_epochs=0".into(),
+            "ema_decay=0".into(),
         ])
         .unwrap();
     let (_, s2) = run(off);
@@ -146,4 +181,54 @@ fn warmup_cosine_and_plateau_give_the_same_rates_after_a_resume() {
     for (a, b) in got.iter().zip(&again) {
         assert!(close(*a, *b), "{got:?} vs {again:?}");
     }
+}
+
+#[test]
+fn ema_weights_are_validated_and_saved_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), 16, 64, 64);
+    let ema_cfg = |name: &str, stop: usize| {
+        let mut cfg = unfreeze_only(dir.path(), name, 2);
+        // A short ramp so that the average lags the raw weights visibly within 6 steps.
+        cfg.ema_decay = 0.9;
+        cfg.ema_tau = 1.0;
+        cfg.stop_after = Some(StopAfter {
+            phase: PhaseKind::Unfreeze,
+            epoch: stop,
+        });
+        cfg
+    };
+    let is_bn_stat = |k: &str| k.ends_with("running_mean") || k.ends_with("running_var");
+
+    // Stopped after the first epoch: best.safetensors (written at that epoch, the first) holds
+    // the average, which differs from the raw weights, BatchNorm statistics included.
+    let (_, s) = run(ema_cfg("a", 0));
+    let a = dir.path().join("a");
+    let ema_file = s.ema.clone().expect("the average is saved for resume");
+    assert_eq!(ema_file, RunState::last_ema_file(PhaseKind::Unfreeze, 0));
+    let ema0 = load(&a.join(&ema_file));
+    let raw0 = load(&a.join(s.weights.as_ref().unwrap()));
+    let best = load(&a.join(yolo_train::BEST_WEIGHTS));
+    assert_eq!(max_diff(&best, &ema0, |_| true), 0.0);
+    assert!(max_diff(&raw0, &ema0, |k| !is_bn_stat(k)) > 0.0);
+    assert!(max_diff(&raw0, &ema0, is_bn_stat) > 0.0);
+
+    // Stopped after the last epoch: resuming only ends the phase, whose weights file is the
+    // saved average (not the raw weights).
+    let (_, s) = run(ema_cfg("b", 1));
+    let b = dir.path().join("b");
+    let ema1 = load(&b.join(s.ema.as_ref().unwrap()));
+    let raw1 = load(&b.join(s.weights.as_ref().unwrap()));
+    assert!(max_diff(&raw1, &ema1, |_| true) > 0.0);
+    let done = resume(&b);
+    assert_eq!(done.ema, None);
+    let final_b = load(&b.join(PhaseKind::Unfreeze.weights_file()));
+    assert_eq!(max_diff(&final_b, &ema1, |_| true), 0.0);
+
+    // The run stopped after its first epoch, resumed, ends with the same average: the EMA
+    // (and its update count) survives the resume.
+    resume(&a);
+    let final_a = load(&a.join(PhaseKind::Unfreeze.weights_file()));
+    let d = max_diff(&final_a, &final_b, |_| true);
+    assert!(d < 1e-4, "{d}");
 }
