@@ -141,7 +141,13 @@ impl Trainer {
     /// A `run_dir` that already holds a run is never mixed with the new one: the run goes to the
     /// next free `run_dir2`, `run_dir3`, ... unless `overwrite` is set, which deletes the old
     /// run's files first (see [`crate::run_dir`]).
-    pub fn new(mut cfg: TrainConfig) -> Result<Self> {
+    pub fn new(cfg: TrainConfig) -> Result<Self> {
+        Self::new_with_log(cfg, |m| eprintln!("{m}"))
+    }
+
+    /// [`Trainer::new`] with `log` as the message sink from the first message on (the data
+    /// check's summary, the initial weights' report), instead of stderr.
+    pub fn new_with_log(mut cfg: TrainConfig, log: impl FnMut(&str) + 'static) -> Result<Self> {
         if !cfg.phases_with_epochs() {
             return Err(TrainError::Config {
                 origin: "schedule".into(),
@@ -150,7 +156,7 @@ impl Trainer {
                     .into(),
             });
         }
-        let mut log: Box<dyn FnMut(&str)> = Box::new(|m| eprintln!("{m}"));
+        let mut log: Box<dyn FnMut(&str)> = Box::new(log);
         let asked = cfg.run_dir.clone();
         if cfg.overwrite {
             let removed = crate::run_dir::clear_run(&asked)?;
@@ -208,8 +214,18 @@ impl Trainer {
     /// lengthen the last phase run: a completed one is then reopened
     /// ([`RunState::reopen_if_extended`]).
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
+        Self::resume_with_log(run_dir, overrides, |m| eprintln!("{m}"))
+    }
+
+    /// [`Trainer::resume`] with `log` as the message sink from the first message on.
+    pub fn resume_with_log(
+        run_dir: &Path,
+        overrides: &[String],
+        log: impl FnMut(&str) + 'static,
+    ) -> Result<Self> {
+        let mut log: Box<dyn FnMut(&str)> = Box::new(log);
         let mut state = RunState::load(run_dir)?;
-        log_stale_temps(&mut |m: &str| eprintln!("{m}"), run_dir);
+        log_stale_temps(&mut log, run_dir);
         let stored = state.config.clone();
         if !overrides.is_empty() {
             let tmp = run_dir.join(".resume-config.toml");
@@ -234,7 +250,7 @@ impl Trainer {
         let cfg = state.config.clone();
         let device = parse_device(&cfg.device)?;
         let data = Dataset::load(&cfg)?;
-        eprintln!("{}", data.check.summary());
+        log(&data.check.summary());
         let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
         if let Some(w) = &state.weights {
             let p = run_dir.join(w);
@@ -256,7 +272,7 @@ impl Trainer {
             model_cfg,
             data,
             state,
-            log: Box::new(|m| eprintln!("{m}")),
+            log,
         };
         for n in notes {
             (trainer.log)(&n);
@@ -264,7 +280,8 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Replaces the message sink (default: stderr).
+    /// Replaces the message sink (default: stderr; [`Trainer::new_with_log`] sets it before the
+    /// first message).
     pub fn set_log(&mut self, log: impl FnMut(&str) + 'static) {
         self.log = Box::new(log);
     }
@@ -655,8 +672,11 @@ impl Trainer {
         let nth = epoch.saturating_sub(pc.initial_epoch) + 1;
         let periodic = every > 0 && nth.is_multiple_of(every);
         let ck = &self.state.checkpoint;
-        let best = self.best_monitor() == BestMonitor::Map
-            && (phase != PhaseKind::Bottleneck || epoch + 1 == pc.epochs);
+        // The bottleneck phase (cached features, many short epochs) and the from-scratch phase
+        // (a model still far from any best, on a time budget) get theirs at the end only.
+        let only_at_end = matches!(phase, PhaseKind::Bottleneck | PhaseKind::Scratch);
+        let best =
+            self.best_monitor() == BestMonitor::Map && (!only_at_end || epoch + 1 == pc.epochs);
         periodic || best || (ck.monitor == CheckpointMonitor::Map && ck.checks_next())
     }
 
