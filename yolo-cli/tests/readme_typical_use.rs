@@ -37,7 +37,7 @@ fn typical_use(readme: &str) -> Vec<Vec<String>> {
 #[test]
 fn readme_lists_the_typical_commands_in_order() {
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
     let cmds = typical_use(&readme);
     let names: Vec<&str> = cmds.iter().map(|c| c[1].as_str()).collect();
@@ -72,7 +72,7 @@ fn readme_typical_use_runs_as_written_on_raccoon() {
         return;
     };
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");

@@ -8,7 +8,7 @@ use std::sync::Once;
 use plotters::style::{FontDesc, FontFamily, FontStyle, RGBColor, TextStyle};
 
 /// The TrueType bytes of DejaVu Sans (licence: `assets/fonts/LICENSE`, Bitstream Vera terms).
-pub static DEJAVU_SANS: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+pub static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// The family name the font is registered under with plotters.
 pub const FAMILY: &str = "dejavu-sans";
