@@ -37,6 +37,11 @@ pub struct AugmentConfig {
     pub val: f64,
     /// At most this many boxes are kept per image.
     pub max_boxes: usize,
+    /// Probability that the [`crate::BatchLoader`] builds an augmented training sample as a 2x2
+    /// [`crate::mosaic`] of it and three more images instead of with [`get_random_data`]
+    /// (ultralytics' mosaic). 0 (the default) is keras-yolo3: no mosaic, and no extra random
+    /// draws. [`get_random_data`] itself ignores this field.
+    pub mosaic: f64,
 }
 
 impl Default for AugmentConfig {
@@ -47,6 +52,7 @@ impl Default for AugmentConfig {
             sat: 1.5,
             val: 1.5,
             max_boxes: 20,
+            mosaic: 0.0,
         }
     }
 }
@@ -82,7 +88,7 @@ pub struct AugmentParams {
 }
 
 /// keras-yolo3's `rand(a, b)`.
-fn rand_range(rng: &mut impl Rng, a: f64, b: f64) -> f64 {
+pub(crate) fn rand_range(rng: &mut impl Rng, a: f64, b: f64) -> f64 {
     rng.random::<f64>() * (b - a) + a
 }
 
@@ -106,29 +112,36 @@ impl AugmentParams {
         // int() truncates toward zero, also for the negative offsets of images larger than the canvas.
         let dx = rand_range(rng, 0.0, w - nw as f64) as i64;
         let dy = rand_range(rng, 0.0, h - nh as f64) as i64;
-        let flip = rng.random::<f64>() < 0.5;
-        let hue = rand_range(rng, -cfg.hue, cfg.hue);
-        let sat = if rng.random::<f64>() < 0.5 {
-            rand_range(rng, 1.0, cfg.sat)
-        } else {
-            1.0 / rand_range(rng, 1.0, cfg.sat)
-        };
-        let val = if rng.random::<f64>() < 0.5 {
-            rand_range(rng, 1.0, cfg.val)
-        } else {
-            1.0 / rand_range(rng, 1.0, cfg.val)
-        };
+        let (flip, hue, sat, val) = sample_flip_hsv(rng, cfg);
         Self {
             nw,
             nh,
             dx,
             dy,
             flip,
-            hue: hue as f32,
-            sat: sat as f32,
-            val: val as f32,
+            hue,
+            sat,
+            val,
         }
     }
+}
+
+/// The last draws of keras-yolo3's `get_random_data`, in its order: flip, hue, saturation,
+/// value. Shared by [`AugmentParams::sample`] and the mosaic so both distort alike.
+pub(crate) fn sample_flip_hsv(rng: &mut impl Rng, cfg: &AugmentConfig) -> (bool, f32, f32, f32) {
+    let flip = rng.random::<f64>() < 0.5;
+    let hue = rand_range(rng, -cfg.hue, cfg.hue);
+    let sat = if rng.random::<f64>() < 0.5 {
+        rand_range(rng, 1.0, cfg.sat)
+    } else {
+        1.0 / rand_range(rng, 1.0, cfg.sat)
+    };
+    let val = if rng.random::<f64>() < 0.5 {
+        rand_range(rng, 1.0, cfg.val)
+    } else {
+        1.0 / rand_range(rng, 1.0, cfg.val)
+    };
+    (flip, hue as f32, sat as f32, val as f32)
 }
 
 /// keras-yolo3's `get_random_data` on a decoded image.
@@ -337,14 +350,14 @@ pub(crate) fn augment_with_params_uninit(
 /// matplotlib's `rgb_to_hsv` / `hsv_to_rgb` round trip with keras-yolo3's distortion in between,
 /// in f32.
 #[derive(Clone, Copy, Debug)]
-struct Hsv {
+pub(crate) struct Hsv {
     hue: f32,
     sat: f32,
     val: f32,
 }
 
 impl Hsv {
-    fn new(hue: f32, sat: f32, val: f32) -> Self {
+    pub(crate) fn new(hue: f32, sat: f32, val: f32) -> Self {
         Self { hue, sat, val }
     }
 
@@ -417,7 +430,7 @@ impl Hsv {
 
     /// A row of interleaved RGB pixels (`3n` bytes) into the planar rows `r`, `g`, `b` (`n` each),
     /// mirrored (pixel `k` to position `n - 1 - k`) when `flip`.
-    fn apply_row(
+    pub(crate) fn apply_row(
         &self,
         px: &[u8],
         r: &mut [MaybeUninit<f32>],

@@ -11,6 +11,13 @@
 //!   is the same whatever the thread scheduling, and the same seed gives the same bytes.
 //! - **Parallelism.** Each batch decodes and augments its images with rayon; with `prefetch > 0`
 //!   a background thread builds up to `prefetch` batches ahead through a bounded channel.
+//! - **Mosaic** (off unless [`AugmentConfig::mosaic`] is above 0, and only with `random`): a
+//!   second ChaCha8 stream of `(seed, s)`, apart from the augmentation's, decides with that
+//!   probability whether sample `s` is a [`crate::mosaic`] and, if so, draws the annotation
+//!   indices of its 3 partner images (uniformly over the list, as ultralytics does); sample `s`'s
+//!   own image is the top-left one and the mosaic's draws come from the sample's stream. A
+//!   sample that is not a mosaic is therefore the same as with mosaic off. A partner that cannot
+//!   be read leaves the sample out, as a bad image does.
 //! - **Bad images** (unreadable, undecodable) are left out of the batch and listed in
 //!   [`Batch::skipped`]; the batch is then smaller (possibly empty), never a panic.
 
@@ -20,7 +27,7 @@ use std::thread::JoinHandle;
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -31,6 +38,7 @@ use crate::augment::{get_random_data_uninit, AugmentConfig};
 use crate::error::DataError;
 use crate::image_io::load_rgb;
 use crate::input_shape::InputShape;
+use crate::mosaic::mosaic_uninit;
 use crate::true_boxes::preprocess_true_boxes;
 
 /// Loader settings; defaults are train_bottleneck.py's stage 1 (batch 16, 416x416, augmented).
@@ -109,6 +117,8 @@ pub struct BatchLoader {
 
 /// Domain separation between the permutation streams and the per-sample streams.
 const PERMUTATION_SALT: u64 = 0x7065_726d_7574_6521;
+/// Domain separation of the per-sample mosaic streams (decision and partner indices).
+const MOSAIC_SALT: u64 = 0x6d6f_7361_6963_2121;
 
 impl BatchLoader {
     /// A loader over `annotations`; errors when the list is empty or the batch size is 0.
@@ -250,6 +260,37 @@ impl Inner {
                 let image = load_rgb(&ann.path).map_err(|e| (ann.path.clone(), e.to_string()))?;
                 let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
                 rng.set_stream(s);
+                if cfg.random && cfg.augment.mosaic > 0.0 {
+                    let mut mrng = ChaCha8Rng::seed_from_u64(cfg.seed ^ MOSAIC_SALT);
+                    mrng.set_stream(s);
+                    if mrng.random::<f64>() < cfg.augment.mosaic {
+                        let n = self.annotations.len();
+                        let partners: [&Annotation; 3] =
+                            std::array::from_fn(|_| &self.annotations[mrng.random_range(0..n)]);
+                        let mut loaded = Vec::with_capacity(3);
+                        for p in partners {
+                            loaded.push(load_rgb(&p.path).map_err(|e| {
+                                (
+                                    ann.path.clone(),
+                                    format!("mosaic partner {}: {e}", p.path.display()),
+                                )
+                            })?);
+                        }
+                        return Ok(mosaic_uninit(
+                            [&image, &loaded[0], &loaded[1], &loaded[2]],
+                            [
+                                &ann.boxes,
+                                &partners[0].boxes,
+                                &partners[1].boxes,
+                                &partners[2].boxes,
+                            ],
+                            cfg.input,
+                            &cfg.augment,
+                            &mut rng,
+                            out,
+                        ));
+                    }
+                }
                 Ok(get_random_data_uninit(
                     &image,
                     &ann.boxes,
