@@ -150,9 +150,23 @@ pub(crate) struct LayerLossOp {
     pub y_true: Tensor,
     /// The detached ignore mask, `(m, gh, gw, A)`.
     pub ignore: Arc<Vec<f32>>,
+    /// Label smoothing of the class targets (0: keras-yolo3).
+    pub label_smoothing: f32,
 }
 
 impl LayerLossOp {
+    /// The class target of a `y_true` class value: `y * (1 - eps) + eps / 2`, or `y` itself when
+    /// `eps` is 0 (so the default loss is bit-identical to keras-yolo3's).
+    #[inline]
+    fn class_target(&self, y: f32) -> f32 {
+        let eps = self.label_smoothing;
+        if eps == 0.0 {
+            y
+        } else {
+            y * (1.0 - eps) + 0.5 * eps
+        }
+    }
+
     /// The four sums over all images, each divided by m.
     fn sums(&self, raw: &[f32], y: &[f32]) -> [f64; 4] {
         let l = &self.layer;
@@ -183,7 +197,7 @@ impl LayerLossOp {
                         s[1] += (os * 0.5 * (dw * dw + dh * dh)) as f64;
                         let mut cls = 0f32;
                         for c in 0..l.c {
-                            cls += bce(x(5 + c), ys[5 + c]);
+                            cls += bce(x(5 + c), self.class_target(ys[5 + c]));
                         }
                         s[3] += (obj * cls) as f64;
                     }
@@ -229,7 +243,8 @@ impl LayerLossOp {
                         }
                         for c in 0..l.c {
                             let f = 5 + c;
-                            ob[at(f)] = obj * (sigmoid(rb[at(f)]) - ys[f]) * g[3];
+                            let z = self.class_target(ys[f]);
+                            ob[at(f)] = obj * (sigmoid(rb[at(f)]) - z) * g[3];
                         }
                     }
                 }
@@ -280,6 +295,7 @@ pub(crate) fn layer_loss(
     y_true: &Tensor,
     layer: &Layer,
     ignore_thresh: f32,
+    label_smoothing: f32,
 ) -> Result<(Tensor, Tensor, Tensor), LossError> {
     let raw = raw.contiguous()?;
     let y_true = y_true.detach().contiguous()?;
@@ -294,6 +310,7 @@ pub(crate) fn layer_loss(
         layer: layer.clone(),
         y_true,
         ignore: Arc::new(mask),
+        label_smoothing,
     };
     let comps = raw.apply_op1(op)?;
     Ok((comps, mask_t, best_t))

@@ -57,7 +57,7 @@ mod layer;
 mod loss;
 mod tensor_loss;
 
-pub use config::{anchor_mask, LossConfig};
+pub use config::{anchor_mask, BoxLoss, LossConfig};
 pub use error::LossError;
 pub use head::{yolo_head, YoloHead};
 pub use iou::box_iou;

@@ -112,7 +112,8 @@ pub fn yolo_loss(
     let mut parts = empty(layers.len())?;
     let mut comps = Vec::with_capacity(layers.len());
     for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {
-        let (c, mask, best) = cpu::layer_loss(raw, yt, layer, cfg.ignore_thresh)?;
+        let (c, mask, best) =
+            cpu::layer_loss(raw, yt, layer, cfg.ignore_thresh, cfg.label_smoothing)?;
         parts.xy.push(c.get(0)?);
         parts.wh.push(c.get(1)?);
         parts.confidence.push(c.get(2)?);
@@ -140,7 +141,7 @@ pub fn yolo_loss_tensor_ops(
     let mut parts = empty(layers.len())?;
     let mut terms = Vec::with_capacity(4 * layers.len());
     for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {
-        let p = tensor_loss::layer_loss(raw, yt, layer, cfg.ignore_thresh)?;
+        let p = tensor_loss::layer_loss(raw, yt, layer, cfg)?;
         terms.extend([
             p.xy.clone(),
             p.wh.clone(),

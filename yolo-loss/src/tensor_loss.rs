@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::layer::{Layer, WH_RATIO_FLOOR};
-use crate::{box_iou, LossError};
+use crate::{box_iou, LossConfig, LossError};
 
 /// Per-layer outputs: the four components (scalars, already / m), the ignore mask and best IoU
 /// (both `(m, gh, gw, A)`, detached).
@@ -82,8 +82,9 @@ pub(crate) fn layer_loss(
     raw: &Tensor,
     y_true: &Tensor,
     layer: &Layer,
-    ignore_thresh: f32,
+    cfg: &LossConfig,
 ) -> Result<LayerParts, LossError> {
+    let ignore_thresh = cfg.ignore_thresh;
     let Layer {
         m, a, c, gh, gw, ..
     } = *layer;
@@ -149,7 +150,14 @@ pub(crate) fn layer_loss(
     let conf_bce = bce_with_logits(&feats.narrow(2, 4, 1)?, &obj)?;
     let not_obj = obj.affine(-1.0, 1.0)?;
     let confidence = (conf_bce.mul(&obj)? + conf_bce.mul(&not_obj)?.mul(&ignore)?)?.sum_all()? / mf;
-    let class = bce_with_logits(&feats.narrow(2, 5, c)?, &y.narrow(2, 5, c)?)?
+    let eps = cfg.label_smoothing;
+    let class_target = if eps == 0.0 {
+        y.narrow(2, 5, c)?
+    } else {
+        y.narrow(2, 5, c)?
+            .affine(f64::from(1.0 - eps), f64::from(0.5 * eps))?
+    };
+    let class = bce_with_logits(&feats.narrow(2, 5, c)?, &class_target)?
         .broadcast_mul(&obj)?
         .sum_all()?
         / mf;

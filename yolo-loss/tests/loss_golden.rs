@@ -39,6 +39,7 @@ fn check_case(case: &str, loss_fn: LossFn, path: &str) {
     let num_classes = meta["num_classes"].as_u64().unwrap() as usize;
     let cfg = LossConfig {
         ignore_thresh: meta["ignore_thresh"].as_f64().unwrap() as f32,
+        ..LossConfig::default()
     };
     let anchors: Vec<[f32; 2]> = t["anchors"].data.chunks(2).map(|a| [a[0], a[1]]).collect();
     let dev = Device::Cpu;

@@ -236,7 +236,10 @@ fn fused_and_tensor_op_paths_agree_on_non_square_grids_with_80_classes() {
     let yt = small_yolo_y_true(c);
     let grids = [(2, 3), (4, 6), (8, 12)];
     let vars = raw_vars(3, c, &grids, 1.5, 3);
-    let cfg = LossConfig { ignore_thresh: 0.3 };
+    let cfg = LossConfig {
+        ignore_thresh: 0.3,
+        ..LossConfig::default()
+    };
     let a = yolo_loss(&tensors(&vars), &yt, &YOLO_ANCHORS, c, &cfg).unwrap();
     let b = yolo_loss_tensor_ops(&tensors(&vars), &yt, &YOLO_ANCHORS, c, &cfg).unwrap();
     assert_close(&flat_parts(&a), &flat_parts(&b), 1e-4, 1e-5, "parts");
@@ -279,7 +282,10 @@ fn finite_differences_match_backprop_on_a_tiny_case() {
         y_true(2, 4, 4, c, &[obj(0, 1, 4, 4, [0.6, 0.2, 0.4, 0.5], 0)]),
     ];
     let vars = raw_vars(2, c, &grids, 1.0, 5);
-    let cfg = LossConfig { ignore_thresh: 0.5 };
+    let cfg = LossConfig {
+        ignore_thresh: 0.5,
+        ..LossConfig::default()
+    };
     let parts = yolo_loss(&tensors(&vars), &yt, &TINY_ANCHORS, c, &cfg).unwrap();
     let analytic = grads_of(&parts, &vars);
     let eval = |raws: &[Tensor]| {

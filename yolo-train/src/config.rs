@@ -414,6 +414,11 @@ pub struct TrainConfig {
     pub device: String,
     /// `yolo_loss` ignore threshold (0.5 in train_bottleneck.py).
     pub ignore_thresh: f64,
+    /// Label smoothing `eps` of the class targets (ultralytics' `smooth_BCE`: positives aim at
+    /// `1 - eps/2`, negatives at `eps/2`); 0 (the default, and what older configs get) is
+    /// keras-yolo3's loss exactly.
+    #[serde(default)]
+    pub label_smoothing: f64,
     /// L2 factor on every conv kernel, added to the loss (Keras `l2(5e-4)`).
     pub l2: f64,
     /// Adam moments and epsilon (the LR comes from each phase).
@@ -500,6 +505,7 @@ impl Default for TrainConfig {
             run_dir: PathBuf::from("runs/train"),
             device: "cpu".into(),
             ignore_thresh: 0.5,
+            label_smoothing: 0.0,
             l2: 5e-4,
             adam: AdamConfig::default(),
             augmented_validation: false,
@@ -652,6 +658,12 @@ impl TrainConfig {
         }
         if !(self.ema_tau.is_finite() && self.ema_tau > 0.0) {
             return Err(format!("ema_tau {} must be positive", self.ema_tau));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!(
+                "label_smoothing {} must be in [0, 1) (0: off)",
+                self.label_smoothing
+            ));
         }
         Ok(())
     }
@@ -1339,5 +1351,24 @@ mod tests {
             e.contains("frozen.max_seconds -1 must be a number of seconds >= 0"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn loss_options_default_off_parse_print_and_read_old_files() {
+        let c = TrainConfig::default();
+        assert_eq!(c.label_smoothing, 0.0);
+        let c = TrainConfig::load(None, &["label_smoothing=0.1".into()]).unwrap();
+        assert_eq!(c.label_smoothing, 0.1);
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("label_smoothing = 0.1"), "{text}");
+        let e = TrainConfig::load(None, &["label_smoothing=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label_smoothing 1 must be in [0, 1)"), "{e}");
+        // A config.toml of an older run (no loss options) still parses, with the defaults.
+        let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
+        v.as_table_mut().unwrap().remove("label_smoothing");
+        let old: TrainConfig = v.try_into().unwrap();
+        assert_eq!(old, TrainConfig::default());
     }
 }

@@ -936,6 +936,8 @@ impl Trainer {
             self.data.num_classes(),
             &LossConfig {
                 ignore_thresh: cfg.ignore_thresh as f32,
+                label_smoothing: cfg.label_smoothing as f32,
+                ..LossConfig::default()
             },
         )?;
         let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;

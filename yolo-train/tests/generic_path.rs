@@ -103,14 +103,7 @@ fn step_in(tiny: bool, size: usize, generic: bool, dtype: DType) -> Step {
         .iter()
         .map(|o| o.to_dtype(DType::F32).unwrap())
         .collect();
-    let parts = yolo_loss(
-        &outputs,
-        &y_true,
-        &anchors.wh,
-        3,
-        &LossConfig { ignore_thresh: 0.5 },
-    )
-    .unwrap();
+    let parts = yolo_loss(&outputs, &y_true, &anchors.wh, 3, &LossConfig::default()).unwrap();
     let l2 = l2_penalty(&varmap, &cfg, FreezeBody::None, 5e-4)
         .unwrap()
         .to_dtype(DType::F32)

@@ -57,7 +57,7 @@ fn bottleneck_cache_loss_equals_whole_frozen_model_loss() {
         .map(|&i| entry_boxes(&cache.header().entries[i]))
         .collect();
     let y_true = y_true_tensors(&boxes, input, &data.anchors, 2, &dev).unwrap();
-    let lc = LossConfig { ignore_thresh: 0.5 };
+    let lc = LossConfig::default();
     let cached = yolo_loss(
         &trainer.model().forward_last(&feats).unwrap(),
         &y_true,
