@@ -104,7 +104,7 @@ impl MosaicParams {
         let y0 = qy0.max(oy);
         let y1 = qy1.min(oy + nh);
         let visible =
-            (x1 > x0 && y1 > y0).then(|| [x0 as usize, y0 as usize, x1 as usize, y1 as usize]);
+            (x1 > x0 && y1 > y0).then_some([x0 as usize, y0 as usize, x1 as usize, y1 as usize]);
         ((ox, oy), visible)
     }
 }

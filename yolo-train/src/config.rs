@@ -476,6 +476,13 @@ pub struct TrainConfig {
     /// Updates over which the EMA decay ramps up (ultralytics: 2000).
     #[serde(default = "default_ema_tau")]
     pub ema_tau: f64,
+    /// Probability that an augmented training sample is a 2x2 mosaic of four images
+    /// (ultralytics' mosaic, see `yolo_data::mosaic`) instead of keras-yolo3's
+    /// `get_random_data`; 0 (the default, and what older configs get) is keras-yolo3 exactly.
+    /// Used by the phases that augment (frozen, unfreeze, scratch with `augment`); validation,
+    /// the bottleneck cache and BatchNorm recalibration never use it.
+    #[serde(default)]
+    pub mosaic: f64,
     /// Stop (as if killed) after this phase/epoch; `--resume` continues from there.
     pub stop_after: Option<StopAfter>,
     /// Optional from-scratch phase (off by default).
@@ -527,6 +534,7 @@ impl Default for TrainConfig {
             recalibrate_bn_batches: 16,
             ema_decay: 0.0,
             ema_tau: DEFAULT_EMA_TAU,
+            mosaic: 0.0,
             stop_after: None,
             scratch: PhaseConfig::scratch(),
             bottleneck: PhaseConfig::bottleneck(),
@@ -658,6 +666,12 @@ impl TrainConfig {
         }
         if !(self.ema_tau.is_finite() && self.ema_tau > 0.0) {
             return Err(format!("ema_tau {} must be positive", self.ema_tau));
+        }
+        if !(0.0..=1.0).contains(&self.mosaic) {
+            return Err(format!(
+                "mosaic {} must be a probability in [0, 1] (0: off)",
+                self.mosaic
+            ));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(format!(
@@ -1368,6 +1382,26 @@ mod tests {
         // A config.toml of an older run (no loss options) still parses, with the defaults.
         let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
         v.as_table_mut().unwrap().remove("label_smoothing");
+        let old: TrainConfig = v.try_into().unwrap();
+        assert_eq!(old, TrainConfig::default());
+    }
+
+    #[test]
+    fn mosaic_defaults_off_parses_prints_validates_and_reads_old_files() {
+        assert_eq!(TrainConfig::default().mosaic, 0.0);
+        let c = TrainConfig::load(None, &["mosaic=0.5".into()]).unwrap();
+        assert_eq!(c.mosaic, 0.5);
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("mosaic = 0.5"), "{text}");
+        for bad in ["mosaic=1.5", "mosaic=-0.1"] {
+            let e = TrainConfig::load(None, &[bad.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("must be a probability in [0, 1]"), "{e}");
+        }
+        // A config.toml of an older run (no mosaic key) still parses, with mosaic off.
+        let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
+        v.as_table_mut().unwrap().remove("mosaic");
         let old: TrainConfig = v.try_into().unwrap();
         assert_eq!(old, TrainConfig::default());
     }

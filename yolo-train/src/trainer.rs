@@ -897,7 +897,11 @@ impl Trainer {
                 input: self.data.input,
                 random: pc.augment,
                 seed,
-                augment: AugmentConfig::default(),
+                // The mosaic applies only where the phase augments (the loader checks `random`).
+                augment: AugmentConfig {
+                    mosaic: cfg.mosaic,
+                    ..AugmentConfig::default()
+                },
                 shuffle: pc.shuffle,
                 prefetch: cfg.prefetch,
             },
