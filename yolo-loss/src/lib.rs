@@ -47,7 +47,12 @@
 //! On the CPU `yolo_loss` runs a fused kernel with its own backward (the loss only reads the
 //! objectness channel of most slots); [`yolo_loss_tensor_ops`] is the same loss written with
 //! candle tensor operations, used on other devices and as the readable reference.
+//!
+//! Two options beyond keras-yolo3, both off by default ([`LossConfig`]): label smoothing of the
+//! class targets (both paths), and a GIoU / CIoU box term ([`BoxLoss`], [`box_giou`],
+//! [`box_ciou`]) that always runs the tensor-op path, differentiated by candle's autograd.
 
+mod box_loss;
 mod config;
 mod cpu;
 mod error;
@@ -57,6 +62,7 @@ mod layer;
 mod loss;
 mod tensor_loss;
 
+pub use box_loss::{box_ciou, box_giou};
 pub use config::{anchor_mask, BoxLoss, LossConfig};
 pub use error::LossError;
 pub use head::{yolo_head, YoloHead};

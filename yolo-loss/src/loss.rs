@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use crate::layer::layers;
-use crate::{cpu, tensor_loss, LossConfig, LossError};
+use crate::{cpu, tensor_loss, BoxLoss, LossConfig, LossError};
 
 /// The loss and its parts, as tensors (differentiable with respect to the raw outputs).
 #[derive(Debug, Clone)]
@@ -12,9 +12,11 @@ pub struct LossParts {
     pub total: Tensor,
     /// Per layer (layer 0 = stride 32), scalars already divided by the batch size: the centre
     /// term (sigmoid cross-entropy of tx, ty against the cell offsets, weighted by `2 - w*h`).
+    /// With [`BoxLoss::Giou`] / [`BoxLoss::Ciou`]: the whole box term, `(2 - w*h) * (1 - IoU')`.
     pub xy: Vec<Tensor>,
     /// Per layer: the size term (half squared error of tw, th against the log-size targets,
-    /// weighted by `2 - w*h`).
+    /// weighted by `2 - w*h`). Zero with [`BoxLoss::Giou`] / [`BoxLoss::Ciou`] (their box term
+    /// is in `xy`).
     pub wh: Vec<Tensor>,
     /// Per layer: the objectness term (target 1 at assigned slots, 0 elsewhere times the ignore
     /// mask).
@@ -96,7 +98,9 @@ pub fn set_generic_ops(on: bool) {
 ///
 /// On the CPU a fused kernel with its own backward computes each layer
 /// ([`yolo_loss_tensor_ops`] gives the same numbers with plain candle ops); on other devices the
-/// tensor-op version runs on the inputs' device.
+/// tensor-op version runs on the inputs' device. The fused kernel covers keras-yolo3's terms
+/// (and label smoothing) only: with a GIoU / CIoU `cfg.box_loss` the tensor-op version runs on
+/// the CPU too.
 pub fn yolo_loss(
     outputs: &[Tensor],
     y_true: &[Tensor],
@@ -104,7 +108,9 @@ pub fn yolo_loss(
     num_classes: usize,
     cfg: &LossConfig,
 ) -> Result<LossParts, LossError> {
-    let all_cpu = outputs.iter().chain(y_true).all(|t| t.device().is_cpu()) && !generic_ops();
+    let all_cpu = outputs.iter().chain(y_true).all(|t| t.device().is_cpu())
+        && !generic_ops()
+        && cfg.box_loss == BoxLoss::Keras;
     if !all_cpu {
         return yolo_loss_tensor_ops(outputs, y_true, anchors, num_classes, cfg);
     }

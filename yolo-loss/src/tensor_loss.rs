@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::layer::{Layer, WH_RATIO_FLOOR};
-use crate::{box_iou, LossConfig, LossError};
+use crate::{box_iou, box_loss, BoxLoss, LossConfig, LossError};
 
 /// Per-layer outputs: the four components (scalars, already / m), the ignore mask and best IoU
 /// (both `(m, gh, gw, A)`, detached).
@@ -139,14 +139,21 @@ pub(crate) fn layer_loss(
     let obj_scale = obj.mul(&scale)?;
     let mf = m as f64;
 
-    let xy = bce_with_logits(&feats.narrow(2, 0, 2)?, &true_xy)?
-        .broadcast_mul(&obj_scale)?
-        .sum_all()?
-        / mf;
-    let wh = ((true_wh - feats.narrow(2, 2, 2)?)?.sqr()? * 0.5)?
-        .broadcast_mul(&obj_scale)?
-        .sum_all()?
-        / mf;
+    let (xy, wh) = if cfg.box_loss == BoxLoss::Keras {
+        let xy = bce_with_logits(&feats.narrow(2, 0, 2)?, &true_xy)?
+            .broadcast_mul(&obj_scale)?
+            .sum_all()?
+            / mf;
+        let wh = ((true_wh - feats.narrow(2, 2, 2)?)?.sqr()? * 0.5)?
+            .broadcast_mul(&obj_scale)?
+            .sum_all()?
+            / mf;
+        (xy?, wh?)
+    } else {
+        // The IoU box term replaces both; it is reported as `xy`, `wh` is zero.
+        let xy = box_loss::box_term(&feats, y_true, layer, cfg.box_loss)?;
+        (xy, Tensor::zeros((), DType::F32, device)?)
+    };
     let conf_bce = bce_with_logits(&feats.narrow(2, 4, 1)?, &obj)?;
     let not_obj = obj.affine(-1.0, 1.0)?;
     let confidence = (conf_bce.mul(&obj)? + conf_bce.mul(&not_obj)?.mul(&ignore)?)?.sum_all()? / mf;
@@ -162,8 +169,8 @@ pub(crate) fn layer_loss(
         .sum_all()?
         / mf;
     Ok(LayerParts {
-        xy: xy?,
-        wh: wh?,
+        xy,
+        wh,
         confidence: confidence?,
         class: class?,
         ignore_mask,

@@ -419,6 +419,12 @@ pub struct TrainConfig {
     /// keras-yolo3's loss exactly.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Box term of the loss: `keras` (the default, and what older configs get: keras-yolo3's
+    /// centre cross-entropy and size squared error), `giou` or `ciou` (`(2 - w*h) * (1 - IoU')`
+    /// on the decoded box, logged as the `xy` part with `wh` zero; runs the tensor-op loss on
+    /// the CPU too). See [`yolo_loss::BoxLoss`].
+    #[serde(default)]
+    pub box_loss: yolo_loss::BoxLoss,
     /// L2 factor on every conv kernel, added to the loss (Keras `l2(5e-4)`).
     pub l2: f64,
     /// Adam moments and epsilon (the LR comes from each phase).
@@ -513,6 +519,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             ignore_thresh: 0.5,
             label_smoothing: 0.0,
+            box_loss: yolo_loss::BoxLoss::Keras,
             l2: 5e-4,
             adam: AdamConfig::default(),
             augmented_validation: false,
@@ -1369,19 +1376,36 @@ mod tests {
 
     #[test]
     fn loss_options_default_off_parse_print_and_read_old_files() {
+        use yolo_loss::BoxLoss;
         let c = TrainConfig::default();
-        assert_eq!(c.label_smoothing, 0.0);
-        let c = TrainConfig::load(None, &["label_smoothing=0.1".into()]).unwrap();
-        assert_eq!(c.label_smoothing, 0.1);
+        assert_eq!((c.label_smoothing, c.box_loss), (0.0, BoxLoss::Keras));
+        let c = TrainConfig::load(
+            None,
+            &["label_smoothing=0.1".into(), "box_loss=\"giou\"".into()],
+        )
+        .unwrap();
+        assert_eq!((c.label_smoothing, c.box_loss), (0.1, BoxLoss::Giou));
         let text = c.to_toml().unwrap();
-        assert!(text.contains("label_smoothing = 0.1"), "{text}");
+        assert!(
+            text.contains("label_smoothing = 0.1") && text.contains("box_loss = \"giou\""),
+            "{text}"
+        );
+        // Unquoted works too (a bare word falls back to a string).
+        let c = TrainConfig::load(None, &["box_loss=ciou".into()]).unwrap();
+        assert_eq!(c.box_loss, BoxLoss::Ciou);
+        let e = TrainConfig::load(None, &["box_loss=diou".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("diou") && e.contains("giou"), "{e}");
         let e = TrainConfig::load(None, &["label_smoothing=1".into()])
             .unwrap_err()
             .to_string();
         assert!(e.contains("label_smoothing 1 must be in [0, 1)"), "{e}");
         // A config.toml of an older run (no loss options) still parses, with the defaults.
         let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
-        v.as_table_mut().unwrap().remove("label_smoothing");
+        let t = v.as_table_mut().unwrap();
+        t.remove("label_smoothing");
+        t.remove("box_loss");
         let old: TrainConfig = v.try_into().unwrap();
         assert_eq!(old, TrainConfig::default());
     }

@@ -941,7 +941,7 @@ impl Trainer {
             &LossConfig {
                 ignore_thresh: cfg.ignore_thresh as f32,
                 label_smoothing: cfg.label_smoothing as f32,
-                ..LossConfig::default()
+                box_loss: cfg.box_loss,
             },
         )?;
         let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;
