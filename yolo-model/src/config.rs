@@ -24,6 +24,15 @@ pub struct YoloConfig {
 }
 
 impl YoloConfig {
+    /// The network `variant` with `num_classes` classes and 3 anchors per layer.
+    pub fn new(variant: Variant, num_classes: usize) -> Self {
+        Self {
+            variant,
+            num_classes,
+            num_anchors: 3,
+        }
+    }
+
     /// YOLOv3 (`yolo_body`) with 3 anchors per layer.
     pub fn v3(num_classes: usize) -> Self {
         Self {

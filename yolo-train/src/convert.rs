@@ -13,7 +13,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use yolo_model::{
     conv_table, infer_file_filters, load_checkpoint_partial, load_darknet_weights, save_checkpoint,
-    save_darknet_weights, tiny_yolo_body, yolo_body, DarknetHeader, LoadReport, YoloConfig,
+    save_darknet_weights, DarknetHeader, LoadReport, Variant, YoloConfig,
 };
 
 use crate::error::{Result, TrainError};
@@ -127,18 +127,11 @@ pub fn convert_weights(
             ))
         }
     };
-    let cfg = if tiny {
-        YoloConfig::tiny(num_classes)
-    } else {
-        YoloConfig::v3(num_classes)
-    };
+    let cfg = YoloConfig::new(variant_of(tiny), num_classes);
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    if tiny {
-        tiny_yolo_body(&cfg, vb)?;
-    } else {
-        yolo_body(&cfg, vb)?;
-    }
+    // YoloBody::new dispatches on the variant.
+    yolo_model::YoloBody::new(&cfg, vb)?;
     let report = match from {
         WeightsFormat::Darknet => load_darknet_weights(&varmap, &cfg, input)?,
         WeightsFormat::Safetensors => {
@@ -146,10 +139,7 @@ pub fn convert_weights(
             if !report.is_complete() {
                 return Err(TrainError::format(
                     input,
-                    format!(
-                        "does not match a {} model with {num_classes} classes: {report}",
-                        if tiny { "tiny YOLOv3" } else { "YOLOv3" }
-                    ),
+                    format!("does not match {}: {report}", cfg.describe()),
                 ));
             }
             report
@@ -190,11 +180,7 @@ pub fn darknet_class_count(path: &Path, tiny: bool) -> Result<Option<usize>> {
     }
     let found = usize::try_from(body / 4).unwrap_or(usize::MAX);
     let classes_of = |tiny: bool| {
-        let cfg = if tiny {
-            YoloConfig::tiny(1)
-        } else {
-            YoloConfig::v3(1)
-        };
+        let cfg = YoloConfig::new(variant_of(tiny), 1);
         let table = conv_table(&cfg);
         let one: usize = table.iter().map(|c| c.darknet_floats()).sum();
         if found == one {
@@ -222,6 +208,15 @@ pub fn darknet_class_count(path: &Path, tiny: bool) -> Result<Option<usize>> {
         ));
     }
     Ok(None)
+}
+
+/// The variant a `--tiny` flag selects.
+fn variant_of(tiny: bool) -> Variant {
+    if tiny {
+        Variant::Tiny
+    } else {
+        Variant::YoloV3
+    }
 }
 
 /// `1 class`, `N classes`.
@@ -283,7 +278,8 @@ mod tests {
     fn tiny_checkpoint(path: &Path, classes: usize) {
         let cfg = YoloConfig::tiny(classes);
         let vm = VarMap::new();
-        tiny_yolo_body(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        yolo_model::tiny_yolo_body(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))
+            .unwrap();
         crate::init::seeded_glorot_init(&vm, 5).unwrap();
         save_checkpoint(&vm, path).unwrap();
     }

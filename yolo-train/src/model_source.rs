@@ -240,7 +240,7 @@ pub fn read_cfg_model(path: &Path) -> Result<CfgModel> {
     };
     let input = InputShape::new(dim("height")?, dim("width")?)
         .map_err(|e| TrainError::format(path, format!("[net] width/height: {e}")))?;
-    let config = model_config(variant, num_classes.unwrap_or(0));
+    let config = YoloConfig::new(variant, num_classes.unwrap_or(0));
     let convs = cfg_convs(&sections, path)?;
     check_cfg_matches(&config, &convs, path)?;
     Ok(CfgModel {
@@ -290,14 +290,6 @@ fn darknet_variant(path: &Path, tiny_flag: bool) -> Result<Option<(Variant, usiz
         (Ok(Some(n)), _) => Ok(Some((Variant::YoloV3, n))),
         (Ok(None), Ok(None)) => Ok(None),
         (Err(e), _) | (_, Err(e)) => Err(e),
-    }
-}
-
-/// The model of `variant` with `n` classes.
-fn model_config(variant: Variant, n: usize) -> YoloConfig {
-    match variant {
-        Variant::YoloV3 => YoloConfig::v3(n),
-        Variant::Tiny => YoloConfig::tiny(n),
     }
 }
 
@@ -440,7 +432,7 @@ impl ModelSource {
                 ));
             }
         }
-        let config = model_config(variant, classes.len());
+        let config = YoloConfig::new(variant, classes.len());
 
         // Anchors and masks.
         let (anchors, anchors_origin) = if let Some(p) = &req.anchors {
