@@ -40,6 +40,7 @@ pub mod model_source;
 pub mod plot;
 pub mod progress;
 pub mod run_dir;
+pub mod seed_study;
 pub mod split;
 pub mod state;
 pub mod trainer;
@@ -63,6 +64,9 @@ pub use interrupt::{clear_stop, request_stop, stop_requested};
 pub use lr_schedule::{lr_at, LrSchedule, PhaseSchedule, ScheduleSpec};
 pub use metrics::{EpochRecord, LossStats};
 pub use model_source::{ModelRequest, ModelSource, Origins, BEST_WEIGHTS};
+pub use seed_study::{
+    mean_sd, run_seed_study, summarize, write_study, MeanSd, SeedRun, StudySummary,
+};
 pub use split::{split_train_val, Mt19937};
 pub use state::RunState;
 pub use trainer::{load_initial_weights, RunOutcome, Trainer};

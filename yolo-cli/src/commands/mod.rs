@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 // -- list 1: modules
 mod anchors;
 mod bench;
+mod bench_train;
 mod check_data;
 mod coco2txt;
 mod convert;
@@ -55,6 +56,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Quick speed figures: training steps of each phase next to the machine's GEMM rate.
     Bench(bench::Args),
+    /// Train the same configuration once per seed; mean ± SD of validation mAP and CPU time.
+    BenchTrain(bench_train::Args),
     /// Print the version and the devices this build supports.
     Info(info::Args),
 }
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Detect(a) => detect::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchTrain(a) => bench_train::run(a),
         Command::Info(a) => info::run(a),
     }
 }
@@ -138,7 +142,7 @@ mod tests {
             .get_subcommands()
             .map(|c| c.get_name().to_string())
             .collect();
-        assert_eq!(names.len(), 12, "{names:?}");
+        assert_eq!(names.len(), 13, "{names:?}");
         for n in &names {
             assert!(
                 top.lines()

@@ -220,6 +220,13 @@ fn schedule_overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     Ok(o)
 }
 
+/// The configuration a new run of `yolo train` with these options trains (`--config`, then the
+/// flags and `--set`); `--resume` is not looked at. Shared with `yolo bench-train`, so its
+/// trailing options mean exactly what they mean to `yolo train`.
+pub(crate) fn config_from_args(a: &Args) -> anyhow::Result<TrainConfig> {
+    Ok(TrainConfig::load(a.config.as_deref(), &overrides(a)?)?)
+}
+
 /// What `--resume` of a run with nothing left to train says.
 fn complete_message(dir: &str, s: &yolo_train::RunState) -> String {
     let done: Vec<String> = PhaseKind::ALL
@@ -323,7 +330,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
         t
     } else {
-        let cfg = TrainConfig::load(a.config.as_deref(), &o)?;
+        let cfg = config_from_args(&a)?;
         if a.print_config {
             print!("{}", cfg.to_toml()?);
             return Ok(());
