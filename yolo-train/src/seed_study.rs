@@ -145,7 +145,11 @@ pub fn describe_run(r: &SeedRun) -> String {
 /// The summary's lines, as the CLI prints them.
 pub fn describe_summary(s: &StudySummary) -> Vec<String> {
     vec![
-        format!("over {} seeds (mean ± sample SD):", s.voc_map50.n),
+        format!(
+            "over {} seed{} (mean ± sample SD):",
+            s.voc_map50.n,
+            if s.voc_map50.n == 1 { "" } else { "s" }
+        ),
         format!("  VOC mAP@0.5   {}", s.voc_map50.describe(4)),
         format!("  COCO mAP      {}", s.coco_map.describe(4)),
         format!("  CPU seconds   {}", s.cpu_seconds.describe(1)),

@@ -49,7 +49,11 @@ fn base_config(train_args: &[String]) -> anyhow::Result<TrainConfig> {
     let a = TrainCli::try_parse_from(
         std::iter::once("yolo train".to_string()).chain(train_args.iter().cloned()),
     )
-    .map_err(|e| anyhow::anyhow!("in the `yolo train` options after `--`: {e}"))?
+    .map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.strip_prefix("error: ").unwrap_or(&msg).trim_end();
+        anyhow::anyhow!("in the `yolo train` options after `--`: {msg}")
+    })?
     .args;
     if a.resume.is_some() {
         bail!("bench-train starts a fresh run per seed: --resume is not allowed among the train options");
@@ -70,8 +74,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(|k| a.first_seed.checked_add(k).context("seed overflows u64"))
         .collect::<anyhow::Result<_>>()?;
     println!(
-        "bench-train: {} runs (seeds {}..={}) into {}; validation split seed {}",
+        "bench-train: {} run{} (seeds {}..={}) into {}; validation split seed {}",
         seeds.len(),
+        if seeds.len() == 1 { "" } else { "s" },
         seeds[0],
         seeds[seeds.len() - 1],
         a.out.display(),
