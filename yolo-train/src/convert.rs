@@ -228,10 +228,10 @@ fn classes_str(n: usize) -> String {
     }
 }
 
-/// The class count of a safetensors checkpoint, from the shape of `head.out0.bias`
-/// (`3 * (5 + classes)`), read from the file's header only; `None` when the header cannot be read
-/// or the tensor is absent or of another size (the loader then reports what is wrong).
-pub fn checkpoint_class_count(path: &Path) -> Result<Option<usize>> {
+/// The JSON header of a safetensors file (tensor names, dtypes, shapes), read without the data;
+/// `None` when it cannot be read or parsed (the loader then reports what is wrong). Only an
+/// unopenable file is an error.
+pub(crate) fn checkpoint_header(path: &Path) -> Result<Option<serde_json::Value>> {
     /// Headers larger than this are not read here (the loader reports them).
     const MAX_HEADER: u64 = 100 << 20;
     let mut f = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
@@ -247,7 +247,14 @@ pub fn checkpoint_class_count(path: &Path) -> Result<Option<usize>> {
     if (&mut f).take(n).read_to_end(&mut header).is_err() || header.len() as u64 != n {
         return Ok(None);
     }
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&header) else {
+    Ok(serde_json::from_slice(&header).ok())
+}
+
+/// The class count of a safetensors checkpoint, from the shape of `head.out0.bias`
+/// (`3 * (5 + classes)`), read from the file's header only; `None` when the header cannot be read
+/// or the tensor is absent or of another size (the loader then reports what is wrong).
+pub fn checkpoint_class_count(path: &Path) -> Result<Option<usize>> {
+    let Some(json) = checkpoint_header(path)? else {
         return Ok(None);
     };
     let filters = json

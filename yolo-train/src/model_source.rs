@@ -15,7 +15,6 @@
 //!
 //! `--classes`, `--anchors` and `--input-size` given by the user override all of these.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
@@ -24,7 +23,9 @@ use yolo_data::{read_anchors, read_classes, Anchors, InputShape};
 use yolo_model::darknet_cfg::{cfg_convs, check_cfg_matches, parse_cfg, CfgSection, SectionKind};
 use yolo_model::{load_darknet_weights, Variant, YoloBody, YoloConfig};
 
-use crate::convert::{checkpoint_class_count, darknet_class_count, WeightsFormat};
+use crate::convert::{
+    checkpoint_class_count, checkpoint_header, darknet_class_count, WeightsFormat,
+};
 use crate::error::{Result, TrainError};
 use crate::state::RunState;
 
@@ -260,23 +261,17 @@ pub fn read_cfg_model(path: &Path) -> Result<CfgModel> {
 
 /// The variant a checkpoint holds: tiny when it has no third output conv `head.out2`. `None`
 /// when the header cannot be read (the loader then says what is wrong).
-fn checkpoint_variant(path: &Path) -> Option<Variant> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).ok()?;
-    let n = u64::from_le_bytes(n);
-    if n > 100 << 20 {
-        return None;
-    }
-    let mut header = Vec::new();
-    (&mut f).take(n).read_to_end(&mut header).ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    json.get("head.out0.bias")?;
-    Some(if json.get("head.out2.bias").is_some() {
-        Variant::YoloV3
-    } else {
-        Variant::Tiny
-    })
+fn checkpoint_variant(path: &Path) -> Result<Option<Variant>> {
+    let Some(json) = checkpoint_header(path)? else {
+        return Ok(None);
+    };
+    Ok(json.get("head.out0.bias").map(|_| {
+        if json.get("head.out2.bias").is_some() {
+            Variant::YoloV3
+        } else {
+            Variant::Tiny
+        }
+    }))
 }
 
 /// The variant and class count of a darknet file from its size alone; `tiny_flag` breaks the
@@ -300,11 +295,12 @@ fn variant_name(v: Variant) -> &'static str {
     }
 }
 
+/// keras-yolo3's `anchor_mask` for the variant's output layers.
 fn keras_masks(v: Variant) -> Vec<Vec<usize>> {
-    match v {
-        Variant::YoloV3 => vec![vec![6, 7, 8], vec![3, 4, 5], vec![0, 1, 2]],
-        Variant::Tiny => vec![vec![3, 4, 5], vec![1, 2, 3]],
-    }
+    let layers = YoloConfig::new(v, 1).num_layers();
+    yolo_loss::anchor_mask(layers)
+        .map(|m| m.iter().map(|l| l.to_vec()).collect())
+        .unwrap_or_default()
 }
 
 impl ModelSource {
@@ -372,7 +368,7 @@ impl ModelSource {
                     (v, None, "--tiny (the file size does not tell)".to_string())
                 }
             },
-            (None, None, WeightsFormat::Safetensors) => match checkpoint_variant(&weights) {
+            (None, None, WeightsFormat::Safetensors) => match checkpoint_variant(&weights)? {
                 Some(v) => (
                     v,
                     checkpoint_class_count(&weights)?,
