@@ -146,9 +146,9 @@ fn a_stopped_then_resumed_run_keeps_the_phase_numbering() {
     let t = tempfile::tempdir().unwrap();
     let (ann, classes) = synth(&t.path().join("data"));
     let run = t.path().join("run");
-    // --stop-after takes Keras' 0-based epoch: unfreeze:50 is its first epoch.
+    // --stop-after numbers epochs as the log does: unfreeze:1 is its first epoch (Keras' 50).
     let mut a = tiny_args(&ann, &classes, &run);
-    a.extend(["--quiet", "--stop-after", "unfreeze:50"]);
+    a.extend(["--quiet", "--stop-after", "unfreeze:1"]);
     let out = train(&a);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");

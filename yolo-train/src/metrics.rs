@@ -2,8 +2,9 @@
 //! `metrics.csv` after every epoch (so a crash never leaves a torn row).
 //!
 //! `metrics.csv` names each epoch twice: `epoch` is Keras' absolute 0-based epoch (as in
-//! `state.json`, checkpoint names and `--stop-after PHASE:EPOCH`), and `phase_epoch` is the
-//! 1-based epoch within its phase, the `E` of the `PHASE epoch E/N` log lines and progress line.
+//! `state.json`, checkpoint names and the `stop_after` setting), and `phase_epoch` is the
+//! 1-based epoch within its phase, the `E` of the `PHASE epoch E/N` log lines, the progress line
+//! and `--stop-after PHASE:E`.
 
 use std::fmt::Write as _;
 use std::path::Path;

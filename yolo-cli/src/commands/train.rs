@@ -89,8 +89,9 @@ pub struct Args {
     /// Skip a phase (scratch, bottleneck, frozen, unfreeze; repeatable).
     #[arg(long)]
     pub skip: Vec<String>,
-    /// Stop after `PHASE:EPOCH` (0-based Keras epoch) as if killed; `--resume` continues.
-    #[arg(long, value_name = "PHASE:EPOCH")]
+    /// Stop after epoch E of PHASE (`PHASE:E`, 1-based within the phase as the log numbers it)
+    /// as if killed; `--resume` continues.
+    #[arg(long, value_name = "PHASE:E")]
     pub stop_after: Option<String>,
     /// No progress bars.
     #[arg(long)]
@@ -158,18 +159,6 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     for p in &a.skip {
         o.push(format!("{p}.enabled=false"));
     }
-    if let Some(s) = &a.stop_after {
-        let (p, e) = s
-            .split_once(':')
-            .with_context(|| format!("--stop-after `{s}` is not PHASE:EPOCH"))?;
-        let e: usize = e
-            .parse()
-            .with_context(|| format!("--stop-after `{s}`: epoch"))?;
-        o.push(format!(
-            "stop_after={{ phase = {}, epoch = {e} }}",
-            toml_quote(p)
-        ));
-    }
     if a.quiet {
         o.push("progress=false".into());
     }
@@ -224,7 +213,31 @@ fn schedule_overrides(a: &Args) -> anyhow::Result<Vec<String>> {
 /// flags and `--set`); `--resume` is not looked at. Shared with `yolo bench-train`, so its
 /// trailing options mean exactly what they mean to `yolo train`.
 pub(crate) fn config_from_args(a: &Args) -> anyhow::Result<TrainConfig> {
-    Ok(TrainConfig::load(a.config.as_deref(), &overrides(a)?)?)
+    let mut cfg = TrainConfig::load(a.config.as_deref(), &overrides(a)?)?;
+    if let Some(stop) = stop_after(a, &cfg)? {
+        cfg.stop_after = Some(stop);
+    }
+    Ok(cfg)
+}
+
+/// `--stop-after PHASE:E` as the Keras epoch `cfg` gives that phase's E-th epoch.
+fn stop_after(a: &Args, cfg: &TrainConfig) -> anyhow::Result<Option<yolo_train::StopAfter>> {
+    let Some(s) = &a.stop_after else {
+        return Ok(None);
+    };
+    let (p, e) = s
+        .split_once(':')
+        .with_context(|| format!("--stop-after `{s}` is not PHASE:E"))?;
+    let phase = PhaseKind::parse(p.trim())
+        .with_context(|| format!("--stop-after `{s}`: unknown phase `{}`", p.trim()))?;
+    let e: usize = match e.trim().parse() {
+        Ok(e) if e >= 1 => e,
+        _ => anyhow::bail!("--stop-after `{s}`: `{e}` is not an epoch (1, 2, ...)"),
+    };
+    Ok(Some(yolo_train::StopAfter {
+        phase,
+        epoch: cfg.phase(phase).initial_epoch + e - 1,
+    }))
 }
 
 /// What `--resume` of a run with nothing left to train says.
@@ -295,13 +308,21 @@ fn interrupted_message(
 
 /// Runs `yolo train`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let o = overrides(&a)?;
+    let mut o = overrides(&a)?;
     let mut trainer = if let Some(dir) = &a.resume {
         // The stored configuration, then the flags: what Trainer::resume will run.
         let mut s = yolo_train::RunState::load(dir)?;
         let stored = s.config.clone();
         if !o.is_empty() {
             s.config = stored.with_overrides(&o)?;
+        }
+        if let Some(stop) = stop_after(&a, &s.config)? {
+            o.push(format!(
+                "stop_after={{ phase = {}, epoch = {} }}",
+                toml_quote(stop.phase.name()),
+                stop.epoch
+            ));
+            s.config.stop_after = Some(stop);
         }
         s.config.run_dir = dir.clone();
         if a.print_config {
@@ -325,7 +346,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "resuming {}: phase {}, epoch {}, lr {:e}",
             dir.display(),
             s.phase,
-            s.next_epoch + 1,
+            s.config.phase(s.phase).describe_epoch(s.next_epoch),
             s.lr
         );
         t
@@ -430,6 +451,26 @@ mod tests {
         assert_eq!(cfg.device, "cpu");
         let plain = TrainConfig::load(None, &overrides(&args(&[])).unwrap()).unwrap();
         assert!(!plain.overwrite);
+    }
+
+    #[test]
+    fn stop_after_counts_epochs_within_the_phase() {
+        let cfg = TrainConfig::default();
+        let stop = |v: &str| stop_after(&args(&["--stop-after", v]), &cfg);
+        let s = stop("unfreeze:1").unwrap().unwrap();
+        // The default unfreeze phase runs Keras epochs 50..100: its first is 50.
+        assert_eq!((s.phase, s.epoch), (PhaseKind::Unfreeze, 50));
+        assert_eq!(stop("frozen:3").unwrap().unwrap().epoch, 2);
+        let e = |v: &str| stop(v).unwrap_err().to_string();
+        assert_eq!(
+            e("frozen:0"),
+            "--stop-after `frozen:0`: `0` is not an epoch (1, 2, ...)"
+        );
+        assert_eq!(
+            e("froze:1"),
+            "--stop-after `froze:1`: unknown phase `froze`"
+        );
+        assert_eq!(e("frozen"), "--stop-after `frozen` is not PHASE:E");
     }
 
     #[test]
