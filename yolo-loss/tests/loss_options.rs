@@ -4,44 +4,10 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::{all_finite, flat_parts, raw_vars, scalar, to_vec, y_true, Obj};
-use yolo_loss::{
-    box_ciou, box_giou, yolo_loss, yolo_loss_tensor_ops, BoxLoss, LossConfig, LossParts,
+use common::{
+    all_finite, flat_parts, grads_of, obj, raw_vars, scalar, tensors, to_vec, y_true, TINY_ANCHORS,
 };
-
-const TINY_ANCHORS: [[f32; 2]; 6] = [
-    [10., 14.],
-    [23., 27.],
-    [37., 58.],
-    [81., 82.],
-    [135., 169.],
-    [344., 319.],
-];
-
-/// An object at relative box `xywh` in image `b`, anchor slot `a`, on a (gh, gw) grid.
-fn obj(b: usize, a: usize, gh: usize, gw: usize, xywh: [f32; 4], class: usize) -> Obj {
-    let i = ((xywh[0] * gw as f32) as usize).min(gw - 1);
-    let j = ((xywh[1] * gh as f32) as usize).min(gh - 1);
-    Obj {
-        b,
-        j,
-        i,
-        a,
-        xywh,
-        class,
-    }
-}
-
-fn tensors(vars: &[Var]) -> Vec<Tensor> {
-    vars.iter().map(|v| v.as_tensor().clone()).collect()
-}
-
-fn grads_of(parts: &LossParts, vars: &[Var]) -> Vec<Vec<f32>> {
-    let g = parts.total.backward().unwrap();
-    vars.iter()
-        .map(|v| to_vec(g.get(v.as_tensor()).expect("gradient of every raw output")))
-        .collect()
-}
+use yolo_loss::{box_ciou, box_giou, yolo_loss, yolo_loss_tensor_ops, BoxLoss, LossConfig};
 
 fn assert_close(a: &[f32], b: &[f32], abs: f32, rel: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");

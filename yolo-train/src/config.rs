@@ -276,15 +276,24 @@ fn default_lr_final_factor() -> f64 {
 }
 
 impl PhaseConfig {
-    fn scratch() -> Self {
+    /// A phase of the schedule from what differs between phases; the rest is shared: shuffled,
+    /// augmented, no time budget, a constant Adam rate.
+    fn keras(
+        enabled: bool,
+        epochs: std::ops::Range<usize>,
+        batch_size: usize,
+        lr: f64,
+        freeze_body: u8,
+        plateau_and_early_stopping: bool,
+    ) -> Self {
         PhaseConfig {
-            enabled: false,
-            initial_epoch: 0,
-            epochs: 10,
-            batch_size: 8,
-            lr: 1e-3,
-            freeze_body: 0,
-            plateau_and_early_stopping: false,
+            enabled,
+            initial_epoch: epochs.start,
+            epochs: epochs.end,
+            batch_size,
+            lr,
+            freeze_body,
+            plateau_and_early_stopping,
             shuffle: true,
             augment: true,
             max_seconds: None,
@@ -293,63 +302,22 @@ impl PhaseConfig {
             warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
             lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
         }
+    }
+
+    fn scratch() -> Self {
+        Self::keras(false, 0..10, 8, 1e-3, 0, false)
     }
 
     fn bottleneck() -> Self {
-        PhaseConfig {
-            enabled: true,
-            initial_epoch: 0,
-            epochs: 30,
-            batch_size: 8,
-            lr: 1e-3,
-            freeze_body: 2,
-            plateau_and_early_stopping: false,
-            shuffle: true,
-            augment: true,
-            max_seconds: None,
-            lr_schedule: LrSchedule::Constant,
-            warmup_epochs: 0.0,
-            warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
-            lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
-        }
+        Self::keras(true, 0..30, 8, 1e-3, 2, false)
     }
 
     fn frozen() -> Self {
-        PhaseConfig {
-            enabled: true,
-            initial_epoch: 0,
-            epochs: 50,
-            batch_size: 16,
-            lr: 1e-3,
-            freeze_body: 2,
-            plateau_and_early_stopping: false,
-            shuffle: true,
-            augment: true,
-            max_seconds: None,
-            lr_schedule: LrSchedule::Constant,
-            warmup_epochs: 0.0,
-            warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
-            lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
-        }
+        Self::keras(true, 0..50, 16, 1e-3, 2, false)
     }
 
     fn unfreeze() -> Self {
-        PhaseConfig {
-            enabled: true,
-            initial_epoch: 50,
-            epochs: 100,
-            batch_size: 4,
-            lr: 1e-4,
-            freeze_body: 0,
-            plateau_and_early_stopping: true,
-            shuffle: true,
-            augment: true,
-            max_seconds: None,
-            lr_schedule: LrSchedule::Constant,
-            warmup_epochs: 0.0,
-            warmup_start_factor: DEFAULT_WARMUP_START_FACTOR,
-            lr_final_factor: DEFAULT_LR_FINAL_FACTOR,
-        }
+        Self::keras(true, 50..100, 4, 1e-4, 0, true)
     }
 }
 

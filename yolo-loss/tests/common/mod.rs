@@ -96,3 +96,40 @@ pub fn flat_parts(p: &LossParts) -> Vec<f32> {
 pub fn all_finite(v: &[f32]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
+
+/// keras-yolo3's tiny anchors (`tiny_yolo_anchors.txt`).
+pub const TINY_ANCHORS: [[f32; 2]; 6] = [
+    [10., 14.],
+    [23., 27.],
+    [37., 58.],
+    [81., 82.],
+    [135., 169.],
+    [344., 319.],
+];
+
+/// An object at relative box `xywh` in image `b`, anchor slot `a`, on a (gh, gw) grid.
+pub fn obj(b: usize, a: usize, gh: usize, gw: usize, xywh: [f32; 4], class: usize) -> Obj {
+    let i = ((xywh[0] * gw as f32) as usize).min(gw - 1);
+    let j = ((xywh[1] * gh as f32) as usize).min(gh - 1);
+    Obj {
+        b,
+        j,
+        i,
+        a,
+        xywh,
+        class,
+    }
+}
+
+/// The raw outputs behind `vars`.
+pub fn tensors(vars: &[Var]) -> Vec<Tensor> {
+    vars.iter().map(|v| v.as_tensor().clone()).collect()
+}
+
+/// The gradient of `parts.total` with respect to each of `vars`, flattened.
+pub fn grads_of(parts: &LossParts, vars: &[Var]) -> Vec<Vec<f32>> {
+    let g = parts.total.backward().unwrap();
+    vars.iter()
+        .map(|v| to_vec(g.get(v.as_tensor()).expect("gradient of every raw output")))
+        .collect()
+}
