@@ -50,7 +50,8 @@ pub struct Args {
     /// Anchors file (defaults: YOLOv3 or tiny anchors).
     #[arg(long)]
     pub anchors: Option<PathBuf>,
-    /// Initial weights: darknet `.weights` or a safetensors checkpoint (partial load, reported).
+    /// Initial weights: darknet `.weights`, a safetensors checkpoint, or a run folder (its
+    /// best.safetensors, else latest epoch, else last finished phase); partial load, reported.
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Run directory to write (default runs/train). When it already holds a run, the new run
@@ -114,11 +115,19 @@ pub struct Args {
 /// as TOML literals ([`toml_quote`]), so a path keeps every character it has.
 fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     let mut o = Vec::new();
+    // A run folder stands for the weights `detect --run` would use.
+    let weights = match &a.weights {
+        Some(w) if w.is_dir() => {
+            let state = yolo_train::RunState::load(w)?;
+            Some(yolo_train::model_source::run_weights(w, &state)?)
+        }
+        w => w.clone(),
+    };
     let paths = [
         ("annotations", &a.annotations),
         ("classes", &a.classes),
         ("anchors", &a.anchors),
-        ("weights", &a.weights),
+        ("weights", &weights),
         ("run_dir", &a.run_dir),
     ];
     for (key, p) in paths {
@@ -438,6 +447,40 @@ mod tests {
             PathBuf::from("data/it's \"quoted\" \\ back.txt")
         );
         assert_eq!(resumed, cfg);
+    }
+
+    #[test]
+    fn a_run_folder_as_weights_stands_for_its_best_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        yolo_train::RunState::new(TrainConfig::default(), PhaseKind::Frozen)
+            .save(&run)
+            .unwrap();
+        let weights = |a: &[&str]| {
+            TrainConfig::load(None, &overrides(&args(a)).unwrap())
+                .unwrap()
+                .weights
+        };
+        let run_s = run.to_str().unwrap();
+        // No weights in the run yet: a clear error.
+        let e = overrides(&args(&["--weights", run_s]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the run has no weights yet"), "{e}");
+        std::fs::write(run.join("trained_weights_stage_1.safetensors"), b"").unwrap();
+        let mut state = yolo_train::RunState::load(&run).unwrap();
+        state.completed = vec![PhaseKind::Frozen];
+        state.save(&run).unwrap();
+        assert_eq!(
+            weights(&["--weights", run_s]),
+            Some(run.join("trained_weights_stage_1.safetensors"))
+        );
+        std::fs::write(run.join("best.safetensors"), b"").unwrap();
+        assert_eq!(
+            weights(&["--weights", run_s]),
+            Some(run.join("best.safetensors"))
+        );
     }
 
     #[test]
