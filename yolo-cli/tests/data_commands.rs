@@ -332,3 +332,54 @@ fn convert_rejects_an_unsupported_extension() {
         )
     );
 }
+
+#[test]
+#[cfg_attr(
+    shared_missing = "models/yolov3-tiny",
+    ignore = "needs ../shared/models/yolov3-tiny"
+)]
+fn convert_takes_the_darknet_cfg_and_a_run_folder() {
+    let Some(dir) = shared_path("models/yolov3-tiny") else {
+        return;
+    };
+    let weights = dir.join("yolov3-tiny.weights");
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("m.safetensors");
+    // The cfg gives the variant (no --tiny) and the class count, checked against the file.
+    let out = yolo(&[
+        "convert",
+        s(&weights),
+        s(&st),
+        "--cfg",
+        s(&dir.join("yolov3-tiny.cfg")),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(": 80 classes (as given); loaded 59 variables"),
+        "{stderr}"
+    );
+    // A run folder converts its best model; the variant comes from the run.
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let cfg = yolo_train::TrainConfig {
+        tiny: true,
+        run_dir: run.clone(),
+        ..Default::default()
+    };
+    yolo_train::RunState::new(cfg, yolo_train::PhaseKind::Frozen)
+        .save(&run)
+        .unwrap();
+    std::fs::copy(&st, run.join("best.safetensors")).unwrap();
+    let back = tmp.path().join("back.weights");
+    let out = yolo(&["convert", s(&run), s(&back)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&back).unwrap().len(),
+        std::fs::metadata(&weights).unwrap().len()
+    );
+}
