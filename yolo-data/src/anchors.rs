@@ -13,6 +13,10 @@ use crate::DataError;
 pub struct Anchors {
     /// The (width, height) pairs.
     pub wh: Vec<[f32; 2]>,
+    /// Anchor indices per output layer, coarsest grid first, when they are not keras-yolo3's
+    /// `anchor_mask` (a darknet `.cfg`'s `mask=` lines); see [`Anchors::masks`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_masks: Option<Vec<Vec<usize>>>,
 }
 
 impl Anchors {
@@ -49,7 +53,34 @@ impl Anchors {
                 .iter()
                 .map(|&(w, h)| [f32::from(w), f32::from(h)])
                 .collect(),
+            custom_masks: None,
         }
+    }
+
+    /// These anchors with each output layer's anchor indices given (a darknet `.cfg`'s `mask=`
+    /// lines, coarsest grid first) instead of keras-yolo3's. Every layer must name 3 anchors
+    /// that exist, and there must be as many layers as the anchor count implies.
+    pub fn with_masks(mut self, masks: Vec<Vec<usize>>) -> Result<Self, DataError> {
+        let bad = |msg: String| DataError::Config(format!("anchor masks {masks:?}: {msg}"));
+        if masks.len() != self.num_layers() {
+            return Err(bad(format!(
+                "{} anchors mean {} output layers, the masks give {}",
+                self.wh.len(),
+                self.num_layers(),
+                masks.len()
+            )));
+        }
+        if let Some(m) = masks.iter().find(|m| m.len() != 3) {
+            return Err(bad(format!("{m:?} does not name 3 anchors")));
+        }
+        if let Some(i) = masks.iter().flatten().find(|&&i| i >= self.wh.len()) {
+            return Err(bad(format!(
+                "anchor {i} does not exist ({} anchors)",
+                self.wh.len()
+            )));
+        }
+        self.custom_masks = Some(masks);
+        Ok(self)
     }
 
     /// Number of output layers: 2 for six anchors (tiny), 3 otherwise (YOLOv3 has nine).
@@ -63,9 +94,11 @@ impl Anchors {
 
     /// Anchor indices per output layer, coarsest grid first, as keras-yolo3's `anchor_mask`:
     /// `[[6,7,8],[3,4,5],[0,1,2]]` for YOLOv3 and `[[3,4,5],[1,2,3]]` for tiny (anchor 0 unused,
-    /// anchor 3 shared, exactly as keras-yolo3).
+    /// anchor 3 shared, exactly as keras-yolo3), unless [`Anchors::with_masks`] gave others.
     pub fn masks(&self) -> Vec<Vec<usize>> {
-        if self.num_layers() == 2 {
+        if let Some(m) = &self.custom_masks {
+            m.clone()
+        } else if self.num_layers() == 2 {
             vec![vec![3, 4, 5], vec![1, 2, 3]]
         } else {
             vec![vec![6, 7, 8], vec![3, 4, 5], vec![0, 1, 2]]
@@ -131,6 +164,7 @@ pub fn parse_anchors(text: &str, file: &Path) -> Result<Anchors, DataError> {
         });
     }
     Ok(Anchors {
+        custom_masks: None,
         wh: values.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
     })
 }
@@ -219,6 +253,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.txt");
         let a = Anchors {
+            custom_masks: None,
             wh: vec![
                 [1.5, 2.0],
                 [3.0, 4.0],

@@ -38,6 +38,7 @@ impl KMeansResult {
     /// The clusters as anchors (f32 pairs, smallest width first, kmeans.py's order).
     pub fn anchors(&self) -> Anchors {
         Anchors {
+            custom_masks: None,
             wh: self
                 .clusters
                 .iter()
@@ -53,6 +54,7 @@ impl KMeansResult {
         let mut c = self.clusters.clone();
         c.sort_by_key(|&[w, h]| (w * h, w));
         Anchors {
+            custom_masks: None,
             wh: c.iter().map(|&[w, h]| [w as f32, h as f32]).collect(),
         }
     }

@@ -261,4 +261,56 @@ mod tests {
         // Zero height: IoU 0 everywhere, anchor 0.
         assert_eq!(best_anchor(19.0, 0.0, &anchors), 0);
     }
+
+    #[test]
+    fn darknet_masks_give_anchor_0_a_layer_and_move_anchor_3s_boxes() {
+        // tiny anchors 10x14 (0) and 81x82 (3); keras-yolo3's masks [[3,4,5],[1,2,3]] never use
+        // anchor 0 and put anchor 3 in both layers, darknet's [[3,4,5],[0,1,2]] use it once each.
+        let boxes = [vec![
+            bx(100.0, 100.0, 110.0, 114.0, 0),
+            bx(200.0, 200.0, 281.0, 282.0, 1),
+        ]];
+        let input = InputShape::square416();
+        let slots = |y: &[YTrue]| -> Vec<(usize, usize)> {
+            let mut v = Vec::new();
+            for (l, t) in y.iter().enumerate() {
+                let [_, gh, gw, a, k] = t.shape;
+                for cell in 0..gh * gw * a {
+                    if t.data[cell * k + 4] == 1.0 {
+                        v.push((l, cell % a));
+                    }
+                }
+            }
+            v
+        };
+        let keras = preprocess_true_boxes(&boxes, input, &Anchors::tiny_default(), 2).unwrap();
+        assert_eq!(slots(&keras), vec![(0, 0), (1, 2)]);
+        let darknet = Anchors::tiny_default()
+            .with_masks(vec![vec![3, 4, 5], vec![0, 1, 2]])
+            .unwrap();
+        let y = preprocess_true_boxes(&boxes, input, &darknet, 2).unwrap();
+        assert_eq!(slots(&y), vec![(0, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn masks_that_do_not_fit_the_anchors_are_errors() {
+        let t = Anchors::tiny_default;
+        for (m, want) in [
+            (
+                vec![vec![3, 4, 5]],
+                "6 anchors mean 2 output layers, the masks give 1",
+            ),
+            (
+                vec![vec![3, 4, 6], vec![0, 1, 2]],
+                "anchor 6 does not exist (6 anchors)",
+            ),
+            (
+                vec![vec![3, 4], vec![0, 1, 2]],
+                "[3, 4] does not name 3 anchors",
+            ),
+        ] {
+            let e = t().with_masks(m).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
 }

@@ -36,6 +36,7 @@ fn check_case(case: &str) {
         })
         .collect();
     let anchors = Anchors {
+        custom_masks: None,
         wh: t["anchors"]
             .data
             .chunks_exact(2)

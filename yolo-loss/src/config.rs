@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Settings of [`crate::yolo_loss`]. The default equals `train_bottleneck.py` (`ignore_thresh=.5`);
 /// keras-yolo3's `train.py` uses 0.7 for tiny YOLOv3.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LossConfig {
     /// A prediction whose best IoU with a true box of its image and layer is `>=` this value is not
@@ -18,6 +18,11 @@ pub struct LossConfig {
     /// How responsible cells are penalised for their box: keras-yolo3's centre cross-entropy and
     /// size squared error (the default), or an IoU-based loss on the decoded box.
     pub box_loss: BoxLoss,
+    /// Which anchors each output layer uses, layer 0 (stride 32) first, as indices into the
+    /// anchors given to the loss. `None` (the default) is keras-yolo3's [`anchor_mask`]; a darknet
+    /// `.cfg` brings its own (`yolov3-tiny.cfg` gives its stride-16 layer anchors `0,1,2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masks: Option<Vec<[usize; 3]>>,
 }
 
 impl Default for LossConfig {
@@ -26,6 +31,7 @@ impl Default for LossConfig {
             ignore_thresh: 0.5,
             label_smoothing: 0.0,
             box_loss: BoxLoss::Keras,
+            masks: None,
         }
     }
 }

@@ -37,13 +37,21 @@ pub(crate) fn layers(
     y_true: &[Tensor],
     anchors: &[[f32; 2]],
     num_classes: usize,
+    masks: Option<&[[usize; 3]]>,
 ) -> Result<Vec<Layer>, LossError> {
     let num_layers = outputs.len();
-    let mask = anchor_mask(num_layers).ok_or_else(|| {
+    let keras = anchor_mask(num_layers).ok_or_else(|| {
         LossError::Anchors(format!(
             "yolo_loss: expected 3 outputs (YOLOv3) or 2 (tiny), got {num_layers}"
         ))
     })?;
+    let mask = masks.unwrap_or(keras);
+    if mask.len() != num_layers {
+        return Err(LossError::Anchors(format!(
+            "yolo_loss: {num_layers} outputs but {} anchor masks ({mask:?})",
+            mask.len()
+        )));
+    }
     if y_true.len() != num_layers {
         return Err(LossError::Anchors(format!(
             "yolo_loss: {num_layers} outputs but {} y_true tensors",
@@ -54,6 +62,12 @@ pub(crate) fn layers(
         return Err(LossError::Anchors(format!(
             "yolo_loss: {num_layers} outputs need {} anchors, got {}",
             3 * num_layers,
+            anchors.len()
+        )));
+    }
+    if let Some(bad) = mask.iter().flatten().find(|&&i| i >= anchors.len()) {
+        return Err(LossError::Anchors(format!(
+            "yolo_loss: the anchor masks {mask:?} use anchor {bad}, but there are {} anchors",
             anchors.len()
         )));
     }

@@ -93,7 +93,7 @@ pub fn set_generic_ops(on: bool) {
 /// `outputs` are the raw NCHW outputs `(m, 3*(5+C), gh, gw)`, layer 0 the coarsest (stride 32);
 /// `y_true` the matching targets in Keras layout `(m, gh, gw, 3, 5+C)` (f32) as
 /// `preprocess_true_boxes` writes them; `anchors` all 9 (YOLOv3, 3 outputs) or 6 (tiny, 2
-/// outputs) anchors as (w, h) pixels. The input size is 32 x the first output's grid, as in
+/// outputs) anchors as (w, h) pixels, assigned to layers by `cfg.masks`. The input size is 32 x the first output's grid, as in
 /// keras-yolo3. Every component is summed over cells, anchors and channels and divided by m.
 ///
 /// On the CPU a fused kernel with its own backward computes each layer
@@ -114,7 +114,7 @@ pub fn yolo_loss(
     if !all_cpu {
         return yolo_loss_tensor_ops(outputs, y_true, anchors, num_classes, cfg);
     }
-    let layers = layers(outputs, y_true, anchors, num_classes)?;
+    let layers = layers(outputs, y_true, anchors, num_classes, cfg.masks.as_deref())?;
     let mut parts = empty(layers.len())?;
     let mut comps = Vec::with_capacity(layers.len());
     for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {
@@ -143,7 +143,7 @@ pub fn yolo_loss_tensor_ops(
     num_classes: usize,
     cfg: &LossConfig,
 ) -> Result<LossParts, LossError> {
-    let layers = layers(outputs, y_true, anchors, num_classes)?;
+    let layers = layers(outputs, y_true, anchors, num_classes, cfg.masks.as_deref())?;
     let mut parts = empty(layers.len())?;
     let mut terms = Vec::with_capacity(4 * layers.len());
     for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {

@@ -351,3 +351,84 @@ fn box_loss_serde_names_and_default() {
         assert_eq!(kind.name(), name);
     }
 }
+
+/// `LossConfig::masks` picks each layer's anchors. Masks `[[2,4,5],[0,1,2]]` on anchors `A` give
+/// layer 0 anchors (A2, A4, A5) and layer 1 (A0, A1, A2): exactly what keras-yolo3's tiny mask
+/// `[[3,4,5],[1,2,3]]` takes from `B = [A3, A0, A1, A2, A4, A5]`. Both loss paths must give the
+/// same numbers and gradients either way, and darknet's `[[3,4,5],[0,1,2]]` must differ.
+#[test]
+fn anchor_masks_choose_each_layers_anchors_on_both_paths() {
+    let (yt, vars, c) = tiny_case();
+    let raw = tensors(&vars);
+    let a = TINY_ANCHORS;
+    let b = [a[3], a[0], a[1], a[2], a[4], a[5]];
+    let custom = LossConfig {
+        masks: Some(vec![[2, 4, 5], [0, 1, 2]]),
+        ..LossConfig::default()
+    };
+    let keras = LossConfig::default();
+    type LossFn = fn(
+        &[Tensor],
+        &[Tensor],
+        &[[f32; 2]],
+        usize,
+        &LossConfig,
+    ) -> Result<yolo_loss::LossParts, yolo_loss::LossError>;
+    let paths: [(&str, LossFn); 2] = [("fused", yolo_loss), ("tensor ops", yolo_loss_tensor_ops)];
+    for (name, path) in paths {
+        let with_masks = path(&raw, &yt, &a, c, &custom).unwrap();
+        let reference = path(&raw, &yt, &b, c, &keras).unwrap();
+        assert_close(
+            &flat_parts(&with_masks),
+            &flat_parts(&reference),
+            1e-6,
+            1e-6,
+            &format!("{name} parts"),
+        );
+        let g1 = grads_of(&with_masks, &vars);
+        let g2 = grads_of(&reference, &vars);
+        for (l, (x, y)) in g1.iter().zip(&g2).enumerate() {
+            assert_close(x, y, 1e-6, 1e-6, &format!("{name} grad[{l}]"));
+        }
+        let darknet = LossConfig {
+            masks: Some(vec![[3, 4, 5], [0, 1, 2]]),
+            ..LossConfig::default()
+        };
+        let d = scalar(&path(&raw, &yt, &a, c, &darknet).unwrap().total);
+        let k = scalar(&path(&raw, &yt, &a, c, &keras).unwrap().total);
+        assert!(
+            (d - k).abs() > 1e-3,
+            "{name}: darknet masks {d} vs keras {k}"
+        );
+    }
+}
+
+/// A mask naming an anchor that does not exist, or one mask per layer too few, is an error
+/// that says so, never an index panic.
+#[test]
+fn bad_anchor_masks_are_errors() {
+    let (yt, vars, c) = tiny_case();
+    let raw = tensors(&vars);
+    for (masks, want) in [
+        (
+            vec![[3, 4, 6], [0, 1, 2]],
+            "use anchor 6, but there are 6 anchors",
+        ),
+        (vec![[3, 4, 5]], "2 outputs but 1 anchor masks"),
+    ] {
+        let cfg = LossConfig {
+            masks: Some(masks),
+            ..LossConfig::default()
+        };
+        for r in [
+            yolo_loss(&raw, &yt, &TINY_ANCHORS, c, &cfg),
+            yolo_loss_tensor_ops(&raw, &yt, &TINY_ANCHORS, c, &cfg),
+        ] {
+            let Err(e) = r else {
+                panic!("bad masks must fail")
+            };
+            let e = e.to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}

@@ -352,6 +352,13 @@ pub struct TrainConfig {
     pub classes: PathBuf,
     /// Anchors file (`w,h, w,h, ...`); the YOLOv3 / tiny defaults when absent.
     pub anchors: Option<PathBuf>,
+    /// A darknet `.cfg` (`yolov3.cfg`, `yolov3-tiny.cfg`) whose `[yolo]` sections give the
+    /// anchors (unless `anchors` is set) and each output layer's anchor mask, as darknet uses
+    /// them; its number of `[yolo]` sections must agree with `tiny`. Its `classes=` may differ
+    /// from the classes file (the output convs follow the classes file, as ultralytics overrides
+    /// a model's `nc`). Absent: keras-yolo3's anchors and `anchor_mask`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub darknet_cfg: Option<PathBuf>,
     /// Tiny YOLOv3 (6 anchors, 2 scales) instead of YOLOv3.
     pub tiny: bool,
     /// Network input `[height, width]`, multiples of 32.
@@ -475,6 +482,7 @@ impl Default for TrainConfig {
             annotations: PathBuf::from("train.txt"),
             classes: PathBuf::from("model_data/voc_classes.txt"),
             anchors: None,
+            darknet_cfg: None,
             tiny: false,
             input: [416, 416],
             val_split: 0.1,

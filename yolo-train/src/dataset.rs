@@ -14,8 +14,11 @@ use yolo_data::{
     BoxLabel, CheckOptions, InputShape,
 };
 
+use yolo_loss::LossConfig;
+
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::model_source::read_cfg_model;
 use crate::split::split_train_val;
 
 /// Everything a run needs to know about its data.
@@ -27,8 +30,10 @@ pub struct Dataset {
     pub val: Vec<Annotation>,
     /// Class names.
     pub classes: Vec<String>,
-    /// Anchors (file or the model's defaults).
+    /// Anchors (file, darknet cfg or the model's defaults), with the cfg's masks when one is given.
     pub anchors: Anchors,
+    /// Where the anchors and their layer masks come from, for the run log.
+    pub anchors_origin: String,
     /// Network input.
     pub input: InputShape,
     /// What the up-front check of the annotation file and its images found and dropped.
@@ -158,26 +163,7 @@ impl Dataset {
     pub fn load(cfg: &TrainConfig) -> Result<Dataset> {
         let classes = read_classes(&cfg.classes)?;
         let (lines, check) = checked_annotations(cfg, &classes)?;
-        let anchors = match &cfg.anchors {
-            Some(p) => read_anchors(p)?,
-            None if cfg.tiny => Anchors::tiny_default(),
-            None => Anchors::yolo_default(),
-        };
-        let want = if cfg.tiny { 6 } else { 9 };
-        if anchors.wh.len() != want {
-            return Err(TrainError::Config {
-                origin: cfg
-                    .anchors
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                msg: format!(
-                    "{} anchors, the {} model needs {want}",
-                    anchors.wh.len(),
-                    if cfg.tiny { "tiny" } else { "YOLOv3" }
-                ),
-            });
-        }
+        let (anchors, anchors_origin) = model_anchors(cfg, classes.len())?;
         let (train, val) = split_train_val(&lines, cfg.split_seed, cfg.val_split);
         if train.is_empty() || val.is_empty() {
             return Err(TrainError::Dataset(format!(
@@ -195,6 +181,7 @@ impl Dataset {
             val,
             classes,
             anchors,
+            anchors_origin,
             input,
             check,
         })
@@ -204,6 +191,108 @@ impl Dataset {
     pub fn num_classes(&self) -> usize {
         self.classes.len()
     }
+
+    /// The `yolo_loss` settings of a run of `cfg` on this data: `cfg`'s loss options and the
+    /// anchors' layer masks (a darknet cfg's; keras-yolo3's `anchor_mask` otherwise), the same
+    /// masks `preprocess_true_boxes` assigned the boxes with.
+    pub fn loss_config(&self, cfg: &TrainConfig) -> LossConfig {
+        LossConfig {
+            ignore_thresh: cfg.ignore_thresh as f32,
+            label_smoothing: cfg.label_smoothing as f32,
+            box_loss: cfg.box_loss,
+            masks: self.anchors.custom_masks.as_ref().map(|m| {
+                m.iter()
+                    .map(|l| std::array::from_fn(|i| l.get(i).copied().unwrap_or(usize::MAX)))
+                    .collect()
+            }),
+        }
+    }
+
+    /// Lines for the run log: the data check's summary and where anchors and masks come from.
+    pub fn summary(&self) -> String {
+        format!("{}\n{}", self.check.summary(), self.anchors_origin)
+    }
+}
+
+/// The anchors and layer masks `cfg` asks for, and one line saying where they come from: the
+/// anchors file, else the darknet cfg's `anchors=`, else keras-yolo3's defaults; masks from the
+/// darknet cfg's `mask=`, else keras-yolo3's `anchor_mask`.
+fn model_anchors(cfg: &TrainConfig, num_classes: usize) -> Result<(Anchors, String)> {
+    let variant = if cfg.tiny { "tiny YOLOv3" } else { "YOLOv3" };
+    let darknet = match &cfg.darknet_cfg {
+        Some(p) => {
+            let m = read_cfg_model(p)?;
+            let cfg_tiny = m.variant == yolo_model::Variant::Tiny;
+            if cfg_tiny != cfg.tiny {
+                return Err(TrainError::Config {
+                    origin: p.display().to_string(),
+                    msg: format!(
+                        "its {} [yolo] sections describe {}, but the run trains {variant} \
+                         (tiny = {})",
+                        m.masks.len(),
+                        if cfg_tiny { "tiny YOLOv3" } else { "YOLOv3" },
+                        cfg.tiny
+                    ),
+                });
+            }
+            Some((p, m))
+        }
+        None => None,
+    };
+    let (anchors, mut origin) = match (&cfg.anchors, &darknet) {
+        (Some(p), _) => (read_anchors(p)?, format!("anchors from {}", p.display())),
+        (None, Some((p, m))) => (
+            m.anchors.clone(),
+            format!("anchors from {} (anchors=)", p.display()),
+        ),
+        (None, None) if cfg.tiny => (
+            Anchors::tiny_default(),
+            "anchors: keras-yolo3's tiny_yolo_anchors.txt (built in)".to_string(),
+        ),
+        (None, None) => (
+            Anchors::yolo_default(),
+            "anchors: keras-yolo3's yolo_anchors.txt (built in)".to_string(),
+        ),
+    };
+    let want = if cfg.tiny { 6 } else { 9 };
+    if anchors.wh.len() != want {
+        return Err(TrainError::Config {
+            origin: cfg
+                .anchors
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            msg: format!(
+                "{} anchors, the {variant} model needs {want}",
+                anchors.wh.len()
+            ),
+        });
+    }
+    let Some((p, m)) = darknet else {
+        origin.push_str(&format!(
+            "; masks: keras-yolo3's anchor_mask {:?}",
+            anchors.masks()
+        ));
+        return Ok((anchors, origin));
+    };
+    let anchors = anchors
+        .with_masks(m.masks.clone())
+        .map_err(|e| TrainError::Config {
+            origin: p.display().to_string(),
+            msg: e.to_string(),
+        })?;
+    origin.push_str(&format!(
+        "; masks from {} (mask=): {:?}",
+        p.display(),
+        m.masks
+    ));
+    if m.num_classes != num_classes {
+        origin.push_str(&format!(
+            "; its classes={} is overridden by the classes file's {num_classes}",
+            m.num_classes
+        ));
+    }
+    Ok((anchors, origin))
 }
 
 /// A batch through the deterministic letterbox path (`get_random_data(random=False)`).

@@ -107,6 +107,7 @@ pub struct DemoReport {
 fn demo_anchors(size: u32) -> Anchors {
     let k = size as f32 / 128.0;
     Anchors {
+        custom_masks: None,
         wh: [8.0, 14.0, 20.0, 27.0, 35.0, 46.0]
             .iter()
             .map(|s| [s * k, s * k])

@@ -26,7 +26,8 @@ pub fn map_params(score_threshold: f32) -> EvalParams {
     }
 }
 
-/// The detector `yolo detect` and `yolo eval` build for `model` (keras-yolo3's anchor masks).
+/// The detector `yolo detect` and `yolo eval` build for `model`: the anchors' own layer masks (a
+/// darknet cfg's) when they have them, else keras-yolo3's `anchor_mask`.
 pub fn detector<'a>(
     model: &'a YoloBody,
     anchors: &Anchors,
@@ -38,7 +39,7 @@ pub fn detector<'a>(
     Detector {
         forward: move |x: &Tensor| model.forward(x),
         anchors: anchors.wh.clone(),
-        masks: None,
+        masks: anchors.custom_masks.clone(),
         num_classes,
         input,
         params,

@@ -9,8 +9,8 @@
 //! |---|---|---|---|---|
 //! | variant | `config.toml` `tiny` | number of `[yolo]` sections | float count / tensor names | `--tiny` |
 //! | classes | its classes file | `classes=` (count) | output conv size (count) | COCO's 80 names when 80 |
-//! | anchors | its anchors file | `anchors=` | | keras-yolo3's defaults |
-//! | masks | keras-yolo3's | `mask=` | | keras-yolo3's |
+//! | anchors | its anchors file, else its darknet cfg's | `anchors=` | | keras-yolo3's defaults |
+//! | masks | its darknet cfg's, else keras-yolo3's | `mask=` | | keras-yolo3's |
 //! | input | `config.toml` `input` | `[net] width, height` | | 416 |
 //!
 //! `--classes`, `--anchors` and `--input-size` given by the user override all of these.
@@ -248,6 +248,7 @@ pub fn read_cfg_model(path: &Path) -> Result<CfgModel> {
         variant,
         num_classes: config.num_classes,
         anchors: Anchors {
+            custom_masks: None,
             wh: anchors
                 .unwrap_or_default()
                 .chunks(2)
@@ -430,23 +431,31 @@ impl ModelSource {
         }
         let config = YoloConfig::new(variant, classes.len());
 
-        // Anchors and masks.
+        // Anchors and masks; a run trained with a darknet cfg decodes with that cfg's.
+        let run_cfg = match state.as_ref().and_then(|s| s.config.darknet_cfg.as_ref()) {
+            Some(p) => Some((p, read_cfg_model(p)?)),
+            None => None,
+        };
         let (anchors, anchors_origin) = if let Some(p) = &req.anchors {
             (read_anchors(p)?, name(p))
         } else if let Some(s) = &state {
-            match &s.config.anchors {
-                Some(p) => (
+            match (&s.config.anchors, &run_cfg) {
+                (Some(p), _) => (
                     read_anchors(p)?,
                     format!("the run's anchors file {}", name(p)),
                 ),
-                None => default_anchors(variant),
+                (None, Some((p, c))) => (
+                    c.anchors.clone(),
+                    format!("the run's darknet cfg {} (anchors=)", name(p)),
+                ),
+                (None, None) => default_anchors(variant),
             }
         } else if let Some((p, c)) = &cfg {
             (c.anchors.clone(), format!("{} (anchors=)", name(p)))
         } else {
             default_anchors(variant)
         };
-        let (masks, masks_origin) = match &cfg {
+        let (masks, masks_origin) = match cfg.as_ref().or(run_cfg.as_ref()) {
             Some((p, c)) => (
                 c.masks.clone(),
                 format!("{} (mask=): {:?}", name(p), c.masks),

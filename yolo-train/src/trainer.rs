@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use yolo_data::{AugmentConfig, BatchLoader, LoaderConfig};
-use yolo_loss::{yolo_loss, LossConfig};
+use yolo_loss::yolo_loss;
 use yolo_model::{
     l2_penalty, load_checkpoint_partial, load_darknet_weights, save_checkpoint, tiny_yolo_body,
     trainable_vars, yolo_body, FreezeBody, LoadReport, YoloBody, YoloConfig,
@@ -186,7 +186,7 @@ impl Trainer {
         let data = Dataset::load(&cfg)?;
         let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
         crate::atomic::atomic_write(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-        log(&data.check.summary());
+        log(&data.summary());
         if let Some(w) = &cfg.weights {
             let report = load_initial_weights(&varmap, &model_cfg, w)?;
             log(&format!("initial weights {}: {report}", w.display()));
@@ -250,7 +250,7 @@ impl Trainer {
         let cfg = state.config.clone();
         let device = parse_device(&cfg.device)?;
         let data = Dataset::load(&cfg)?;
-        log(&data.check.summary());
+        log(&data.summary());
         let (varmap, model, model_cfg) = build_model(&cfg, data.num_classes(), &device)?;
         if let Some(w) = &state.weights {
             let p = run_dir.join(w);
@@ -938,11 +938,7 @@ impl Trainer {
             y_true,
             &self.data.anchors.wh,
             self.data.num_classes(),
-            &LossConfig {
-                ignore_thresh: cfg.ignore_thresh as f32,
-                label_smoothing: cfg.label_smoothing as f32,
-                box_loss: cfg.box_loss,
-            },
+            &self.data.loss_config(cfg),
         )?;
         let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;
         let total = (&parts.total + &l2)?;

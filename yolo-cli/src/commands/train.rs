@@ -50,6 +50,11 @@ pub struct Args {
     /// Anchors file (defaults: YOLOv3 or tiny anchors).
     #[arg(long)]
     pub anchors: Option<PathBuf>,
+    /// Darknet model description (`yolov3.cfg`, `yolov3-tiny.cfg`): the variant, the anchors
+    /// (unless --anchors), each output layer's anchor mask and (unless --input-size) the input
+    /// size come from it, as darknet trains; the class count comes from --classes.
+    #[arg(long, value_name = "FILE.cfg")]
+    pub cfg: Option<PathBuf>,
     /// Initial weights: darknet `.weights`, a safetensors checkpoint, or a run folder (its
     /// best.safetensors, else latest epoch, else last finished phase); partial load, reported.
     #[arg(long)]
@@ -146,6 +151,27 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     }
     if a.overwrite {
         o.push("overwrite=true".into());
+    }
+    if let Some(p) = &a.cfg {
+        let m = yolo_train::model_source::read_cfg_model(p)?;
+        let tiny = m.variant == yolo_model::Variant::Tiny;
+        if a.tiny && !tiny {
+            anyhow::bail!(
+                "--tiny was given, but {} describes YOLOv3 ({} [yolo] sections)",
+                p.display(),
+                m.masks.len()
+            );
+        }
+        let s = p.to_str().with_context(|| {
+            format!(
+                "--cfg {p:?}: the path is not valid UTF-8, which the run's config.toml cannot hold"
+            )
+        })?;
+        o.push(format!("darknet_cfg={}", toml_quote(s)));
+        o.push(format!("tiny={tiny}"));
+        if a.input.is_none() {
+            o.push(format!("input=[{}, {}]", m.input.h, m.input.w));
+        }
     }
     if a.tiny {
         o.push("tiny=true".into());
@@ -431,6 +457,48 @@ mod tests {
             .unwrap();
         let resumed = yolo_train::RunState::load(dir.path()).unwrap().config;
         (cfg, resumed)
+    }
+
+    #[test]
+    fn a_darknet_cfg_sets_variant_and_input_and_survives_the_run_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_file = dir.path().join("my tiny.cfg");
+        let text = yolo_model::darknet_cfg::darknet_cfg(&yolo_model::YoloConfig::new(
+            yolo_model::Variant::Tiny,
+            80,
+        ));
+        std::fs::write(&cfg_file, text.replace("width=416", "width=320")).unwrap();
+        let f = cfg_file.to_str().unwrap();
+        let (cfg, resumed) = through_run_files(&["--cfg", f]);
+        assert_eq!(cfg.darknet_cfg.as_deref(), Some(cfg_file.as_path()));
+        assert!(cfg.tiny);
+        assert_eq!(cfg.input, [416, 320]);
+        assert_eq!(resumed, cfg);
+        // --input-size wins over the cfg's [net] size.
+        let (cfg, _) = through_run_files(&["--cfg", f, "--input-size", "160"]);
+        assert_eq!(cfg.input, [160, 160]);
+
+        let v3 = dir.path().join("yolov3.cfg");
+        let text = yolo_model::darknet_cfg::darknet_cfg(&yolo_model::YoloConfig::new(
+            yolo_model::Variant::YoloV3,
+            80,
+        ));
+        std::fs::write(&v3, text).unwrap();
+        let v3 = v3.to_str().unwrap();
+        let (cfg, _) = through_run_files(&["--cfg", v3]);
+        assert!(!cfg.tiny);
+        let e = overrides(&args(&["--cfg", v3, "--tiny"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--tiny was given, but")
+                && e.contains("describes YOLOv3 (3 [yolo] sections)"),
+            "{e}"
+        );
+        let e = overrides(&args(&["--cfg", "missing.cfg"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.cfg"), "{e}");
     }
 
     #[test]
