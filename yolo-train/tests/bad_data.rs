@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use yolo_train::{Dataset, PhaseKind, RunState, TrainConfig, TrainError, Trainer};
+use yolo_train::{stderr_log, Dataset, PhaseKind, RunState, TrainConfig, TrainError, Trainer};
 
 /// 8 good lines (12 boxes), then line 9: a missing image, line 10: x_max == x_min, line 11: class 7
 /// of 2, line 12: a repeat of line 1 (a warning only). Returns the config and the annotation path.
@@ -43,7 +43,7 @@ fn error_lines(ann: &str, missing: &str) -> String {
 fn bad_samples_stop_training_with_the_check_data_report() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, ann, missing) = bad_set(dir.path());
-    let err = match Trainer::new(cfg.clone()) {
+    let err = match Trainer::new(cfg.clone(), stderr_log()) {
         Ok(_) => panic!("a file with 3 bad lines was accepted"),
         Err(e) => e,
     };
@@ -108,13 +108,13 @@ fn skip_bad_drops_lists_and_splits_only_the_good_lines_and_resume_gets_the_same_
 
     // The trainer sees the same data, and a resume of its run (state saved as a run saves it)
     // filters the same way, so the split is the same.
-    let t = Trainer::new(cfg.clone()).unwrap();
+    let t = Trainer::new(cfg.clone(), stderr_log()).unwrap();
     assert_eq!(t.data().train, data.train);
     assert_eq!(t.data().val, data.val);
     RunState::new(cfg.clone(), PhaseKind::Bottleneck)
         .save(&cfg.run_dir)
         .unwrap();
-    let resumed = Trainer::resume(&cfg.run_dir, &[]).unwrap();
+    let resumed = Trainer::resume(&cfg.run_dir, &[], stderr_log()).unwrap();
     assert!(resumed.state().config.skip_bad);
     assert_eq!(resumed.data().train, data.train);
     assert_eq!(resumed.data().val, data.val);
@@ -134,7 +134,7 @@ fn a_state_without_skip_bad_resumes_with_it_off() {
     let removed = json["config"].as_object_mut().unwrap().remove("skip_bad");
     assert_eq!(removed, Some(serde_json::Value::Bool(false)));
     std::fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
-    let t = Trainer::resume(&cfg.run_dir, &[]).unwrap();
+    let t = Trainer::resume(&cfg.run_dir, &[], stderr_log()).unwrap();
     assert!(!t.state().config.skip_bad);
     assert_eq!(t.data().train.len() + t.data().val.len(), 8);
     assert_eq!(t.data().check.skipped_lines, Vec::<usize>::new());
