@@ -1,4 +1,4 @@
-//! Training checks its annotation file and images before phase 0 (issue 8): a missing image, an
+//! Training checks its annotation file and images before phase 0: a missing image, an
 //! empty box and a class id out of range stop `Trainer::new` with `yolo check-data`'s report, or,
 //! with `skip_bad`, are dropped before the split, counted and listed in
 //! `RUN_DIR/skipped_samples.txt`; a resume applies the same filter and gets the same split.
@@ -6,8 +6,10 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::rc::Rc;
 
 use yolo_train::{stderr_log, Dataset, PhaseKind, RunState, TrainConfig, TrainError, Trainer};
 
@@ -37,6 +39,13 @@ fn error_lines(ann: &str, missing: &str) -> String {
          {ann}:11: class-out-of-range: class id 7 in box `1,1,10,10,7` is out of range: there \
          are 2 classes\n"
     )
+}
+
+/// A log sink, and the lines it collects.
+fn collector() -> (Rc<RefCell<Vec<String>>>, impl FnMut(&str) + 'static) {
+    let lines = Rc::new(RefCell::new(Vec::new()));
+    let sink = lines.clone();
+    (lines, move |m: &str| sink.borrow_mut().push(m.to_string()))
 }
 
 #[test]
@@ -107,14 +116,24 @@ fn skip_bad_drops_lists_and_splits_only_the_good_lines_and_resume_gets_the_same_
     );
 
     // The trainer sees the same data, and a resume of its run (state saved as a run saves it)
-    // filters the same way, so the split is the same.
-    let t = Trainer::new(cfg.clone(), stderr_log()).unwrap();
+    // filters the same way, so the split is the same. Both give the summary to the log sink they
+    // were opened with.
+    let (lines, sink) = collector();
+    let t = Trainer::new(cfg.clone(), sink).unwrap();
     assert_eq!(t.data().train, data.train);
     assert_eq!(t.data().val, data.val);
+    let logged_summary = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.starts_with("checked 12 annotation lines and 9 images in "))
+    };
+    assert!(logged_summary(&lines.borrow()), "{:?}", lines.borrow());
     RunState::new(cfg.clone(), PhaseKind::Bottleneck)
         .save(&cfg.run_dir)
         .unwrap();
-    let resumed = Trainer::resume(&cfg.run_dir, &[], stderr_log()).unwrap();
+    let (lines, sink) = collector();
+    let resumed = Trainer::resume(&cfg.run_dir, &[], sink).unwrap();
+    assert!(logged_summary(&lines.borrow()), "{:?}", lines.borrow());
     assert!(resumed.state().config.skip_bad);
     assert_eq!(resumed.data().train, data.train);
     assert_eq!(resumed.data().val, data.val);
