@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use yolo_model::FreezeBody;
 
 use crate::adam::AdamConfig;
 use crate::best_model::BestMonitor;
@@ -93,9 +94,11 @@ pub struct PhaseConfig {
     pub batch_size: usize,
     /// Adam learning rate at the start of the phase.
     pub lr: f64,
-    /// keras-yolo3 `freeze_body`: 0 trains all, 1 freezes darknet53 (tiny: its first 20 layers),
-    /// 2 freezes all but the 3 (tiny: 2) output convs. The bottleneck phase is always 2.
-    pub freeze_body: u8,
+    /// keras-yolo3 `freeze_body`, written as its integer level in TOML: 0 trains all, 1 freezes
+    /// darknet53 (tiny: its first 20 layers), 2 freezes all but the 3 (tiny: 2) output convs. The
+    /// bottleneck phase trains on the cached output of the frozen body, so it must be 2 there
+    /// ([`TrainConfig::validate`] says so).
+    pub freeze_body: FreezeBody,
     /// Apply ReduceLROnPlateau and EarlyStopping on `val_loss` (keras-yolo3: stage 2 only).
     pub plateau_and_early_stopping: bool,
     /// Shuffle the training samples each epoch (keras-yolo3's bottleneck generator does not;
@@ -188,7 +191,7 @@ impl From<PhaseConfig> for PhaseRepr {
             end_epoch: Some(c.epochs),
             batch_size: c.batch_size,
             lr: c.lr,
-            freeze_body: c.freeze_body,
+            freeze_body: c.freeze_body.level(),
             plateau_and_early_stopping: c.plateau_and_early_stopping,
             shuffle: c.shuffle,
             augment: c.augment,
@@ -226,7 +229,12 @@ impl TryFrom<PhaseRepr> for PhaseConfig {
             epochs,
             batch_size: r.batch_size,
             lr: r.lr,
-            freeze_body: r.freeze_body,
+            freeze_body: FreezeBody::from_level(r.freeze_body).ok_or_else(|| {
+                format!(
+                    "freeze_body {} must be 0, 1 or 2 (keras-yolo3's levels)",
+                    r.freeze_body
+                )
+            })?,
             plateau_and_early_stopping: r.plateau_and_early_stopping,
             shuffle: r.shuffle,
             augment: r.augment,
@@ -283,7 +291,7 @@ impl PhaseConfig {
         epochs: std::ops::Range<usize>,
         batch_size: usize,
         lr: f64,
-        freeze_body: u8,
+        freeze_body: FreezeBody,
         plateau_and_early_stopping: bool,
     ) -> Self {
         PhaseConfig {
@@ -305,19 +313,19 @@ impl PhaseConfig {
     }
 
     fn scratch() -> Self {
-        Self::keras(false, 0..10, 8, 1e-3, 0, false)
+        Self::keras(false, 0..10, 8, 1e-3, FreezeBody::None, false)
     }
 
     fn bottleneck() -> Self {
-        Self::keras(true, 0..30, 8, 1e-3, 2, false)
+        Self::keras(true, 0..30, 8, 1e-3, FreezeBody::AllButOutputs, false)
     }
 
     fn frozen() -> Self {
-        Self::keras(true, 0..50, 16, 1e-3, 2, false)
+        Self::keras(true, 0..50, 16, 1e-3, FreezeBody::AllButOutputs, false)
     }
 
     fn unfreeze() -> Self {
-        Self::keras(true, 50..100, 4, 1e-4, 0, true)
+        Self::keras(true, 50..100, 4, 1e-4, FreezeBody::None, true)
     }
 }
 
@@ -604,10 +612,13 @@ impl TrainConfig {
             if c.batch_size == 0 {
                 return Err(format!("{p}.batch_size must be at least 1"));
             }
-            if c.freeze_body > 2 {
+            if p == PhaseKind::Bottleneck && c.enabled && c.freeze_body != FreezeBody::AllButOutputs
+            {
                 return Err(format!(
-                    "{p}.freeze_body {} must be 0, 1 or 2",
-                    c.freeze_body
+                    "bottleneck.freeze_body {} must be 2: the phase trains the output convs on \
+                     the cached output of the frozen body (train_bottleneck.py's stage 0); use \
+                     frozen.freeze_body for stage 1",
+                    c.freeze_body.level()
                 ));
             }
             if c.enabled && c.epochs < c.initial_epoch {

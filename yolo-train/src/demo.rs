@@ -214,7 +214,7 @@ pub fn run_demo(d: &DemoConfig, log: impl FnMut(&str) + Clone + 'static) -> Resu
     ));
 
     let cfg = demo_train_config(d, &data_dir);
-    let mut trainer = Trainer::new_with_log(cfg, log.clone())?;
+    let mut trainer = Trainer::new(cfg, log.clone())?;
     let weights = match trainer.run()? {
         RunOutcome::Finished { weights: Some(w) } => w,
         other => {

@@ -16,34 +16,60 @@
 //! # Ok::<(), yolo_train::TrainError>(())
 //! ```
 
+// The schedule and the loop that runs it: `schedule` (what each phase trains, on what, with which
+// callbacks), `trainer` (the loop), `open` (new and resumed runs), `batches` (cached features or
+// images), `epoch` (training steps, validation loss), `epoch_end` (the callbacks), `phase_end`
+// (BatchNorm recalibration, the phase's weights and mAP), `run_files` (what a run writes, and
+// the commit of its state).
+mod batches;
+mod epoch;
+mod epoch_end;
+mod open;
+mod phase_end;
+mod run_files;
+pub mod schedule;
+pub mod trainer;
+
+// Configuration, run state and the run folder.
+pub mod config;
+pub mod run_dir;
+pub mod state;
+
+// Optimisation: Adam, learning-rate schedules, callbacks, weights average.
 pub mod adam;
 pub mod adam_cpu;
-pub mod atomic;
-pub mod bench;
-pub mod best_model;
+pub mod callbacks;
+pub mod ema;
+pub mod lr_schedule;
+
+// Data: the dataset, its split, the bottleneck cache.
 pub mod bottleneck;
 pub mod cache;
-pub mod callbacks;
-pub mod config;
-pub mod convert;
 pub mod dataset;
-pub mod demo;
-pub mod device;
-pub mod ema;
-pub mod error;
-pub mod evaluate;
+pub mod split;
+
+// Models: initialisation, where weights come from, conversion, best model.
+pub mod best_model;
+pub mod convert;
 pub mod init;
-pub mod interrupt;
-pub mod lr_schedule;
-pub mod metrics;
 pub mod model_source;
+
+// What a run reports: metrics, plots, progress, evaluation.
+pub mod evaluate;
+pub mod metrics;
 pub mod plot;
 pub mod progress;
-pub mod run_dir;
+
+// Around training: devices, interruption, atomic writes, errors.
+pub mod atomic;
+pub mod device;
+pub mod error;
+pub mod interrupt;
+
+// Tools built on the trainer: benchmark, demo, seed study.
+pub mod bench;
+pub mod demo;
 pub mod seed_study;
-pub mod split;
-pub mod state;
-pub mod trainer;
 
 pub use adam::{Adam, AdamConfig};
 pub use atomic::atomic_write;
@@ -64,9 +90,11 @@ pub use interrupt::{clear_stop, request_stop, stop_requested};
 pub use lr_schedule::{lr_at, LrSchedule, PhaseSchedule, ScheduleSpec};
 pub use metrics::{EpochRecord, LossStats};
 pub use model_source::{ModelRequest, ModelSource, Origins, BEST_WEIGHTS};
+pub use open::{load_initial_weights, stderr_log};
+pub use schedule::{plan, CheckpointScope, DataSource, PhasePlan};
 pub use seed_study::{
     mean_sd, run_seed_study, summarize, write_study, MeanSd, SeedRun, StudySummary,
 };
 pub use split::{split_train_val, Mt19937};
 pub use state::RunState;
-pub use trainer::{load_initial_weights, RunOutcome, Trainer};
+pub use trainer::{RunOutcome, Trainer};

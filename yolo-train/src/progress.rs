@@ -51,7 +51,7 @@ pub fn steps_per_epoch(n_train: usize, batch_size: usize) -> usize {
 
 /// One phase's share of the run, for the progress line and its ETAs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PhasePlan {
+pub struct PhaseSteps {
     /// The phase.
     pub kind: PhaseKind,
     /// Keras number of its first epoch.
@@ -64,10 +64,10 @@ pub struct PhasePlan {
     pub batch_size: usize,
 }
 
-impl PhasePlan {
+impl PhaseSteps {
     /// The plan of phase `kind` configured as `pc`, on `n_train` training images.
     pub fn new(kind: PhaseKind, pc: &PhaseConfig, n_train: usize) -> Self {
-        PhasePlan {
+        PhaseSteps {
             kind,
             initial_epoch: pc.initial_epoch,
             epochs: pc.count(),
@@ -97,7 +97,7 @@ impl PhasePlan {
 
 /// Seconds per unit of work, measured as `seconds` for `steps` steps of `plan`; `None` without
 /// a step or a usable time.
-pub fn seconds_per_unit(plan: &PhasePlan, steps: usize, seconds: f64) -> Option<f64> {
+pub fn seconds_per_unit(plan: &PhaseSteps, steps: usize, seconds: f64) -> Option<f64> {
     let units = steps as f64 * plan.step_cost();
     (units > 0.0 && seconds.is_finite() && seconds >= 0.0).then(|| seconds / units)
 }
@@ -114,7 +114,7 @@ pub struct Eta {
 /// The ETAs once `done` steps of `plans[current]` are done, at `secs_per_unit` seconds per unit
 /// of work (both `None` without a rate; nothing is left past the last plan).
 pub fn estimate(
-    plans: &[PhasePlan],
+    plans: &[PhaseSteps],
     current: usize,
     done: usize,
     secs_per_unit: Option<f64>,
@@ -125,7 +125,7 @@ pub fn estimate(
             run: None,
         };
     };
-    let left = |p: &PhasePlan, done: usize| p.total_steps().saturating_sub(done) as f64;
+    let left = |p: &PhaseSteps, done: usize| p.total_steps().saturating_sub(done) as f64;
     let phase = plans
         .get(current)
         .map_or(0.0, |p| left(p, done) * p.step_cost() * rate);
@@ -189,14 +189,14 @@ struct Timing {
 /// one. Make one per [`crate::Trainer::run`] and an [`EpochProgress`] per epoch.
 pub struct RunProgress {
     visible: bool,
-    plans: Vec<PhasePlan>,
+    plans: Vec<PhaseSteps>,
     timing: RefCell<Option<Timing>>,
 }
 
 impl RunProgress {
     /// Progress over `plans` (the phases still to run, in order); nothing is drawn unless
     /// `visible` and stderr is a terminal.
-    pub fn new(visible: bool, plans: Vec<PhasePlan>) -> Self {
+    pub fn new(visible: bool, plans: Vec<PhaseSteps>) -> Self {
         RunProgress {
             visible,
             plans,
@@ -205,7 +205,7 @@ impl RunProgress {
     }
 
     /// The plans.
-    pub fn plans(&self) -> &[PhasePlan] {
+    pub fn plans(&self) -> &[PhaseSteps] {
         &self.plans
     }
 
@@ -230,10 +230,10 @@ impl RunProgress {
             }
         }
         let bar = ProgressBar::hidden();
-        let run_steps: usize = self.plans.iter().map(PhasePlan::total_steps).sum();
+        let run_steps: usize = self.plans.iter().map(PhaseSteps::total_steps).sum();
         let before: usize = index.map_or(0, |i| {
             let plan = &self.plans[i];
-            let earlier: usize = self.plans[..i].iter().map(PhasePlan::total_steps).sum();
+            let earlier: usize = self.plans[..i].iter().map(PhaseSteps::total_steps).sum();
             earlier + plan.done_steps(epoch, 0)
         });
         if self.visible {
@@ -338,8 +338,8 @@ impl Drop for EpochProgress<'_> {
 mod tests {
     use super::*;
 
-    fn plan(kind: PhaseKind, epochs: usize, steps: usize, batch: usize) -> PhasePlan {
-        PhasePlan {
+    fn plan(kind: PhaseKind, epochs: usize, steps: usize, batch: usize) -> PhaseSteps {
+        PhaseSteps {
             kind,
             initial_epoch: 0,
             epochs,
@@ -392,7 +392,7 @@ mod tests {
             plan(PhaseKind::Frozen, 1, 1, 1),
             plan(PhaseKind::Frozen, 2, 5, 8),
         ];
-        let run = |p: &[PhasePlan]| estimate(p, 0, 1, Some(0.25)).run.unwrap();
+        let run = |p: &[PhaseSteps]| estimate(p, 0, 1, Some(0.25)).run.unwrap();
         assert_eq!(run(&a), 20.0);
         assert_eq!(run(&b), 20.0);
     }
@@ -444,7 +444,7 @@ mod tests {
         pc.initial_epoch = 50;
         pc.epochs = 60;
         pc.batch_size = 4;
-        let p = PhasePlan::new(PhaseKind::Unfreeze, &pc, 18);
+        let p = PhaseSteps::new(PhaseKind::Unfreeze, &pc, 18);
         assert_eq!((p.epochs, p.steps_per_epoch, p.total_steps()), (10, 4, 40));
     }
 

@@ -176,7 +176,7 @@ pub fn run_seed_study(
         cfg.run_dir = out.join(format!("seed-{seed}"));
         let cpu0 = process_cpu_seconds();
         let t0 = Instant::now();
-        let mut trainer = Trainer::new_with_log(cfg, log.clone())?;
+        let mut trainer = Trainer::new(cfg, log.clone())?;
         let final_weights = match trainer.run()? {
             RunOutcome::Finished { weights } => weights,
             other => {

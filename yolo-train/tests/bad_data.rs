@@ -1,4 +1,4 @@
-//! Training checks its annotation file and images before phase 0 (issue 8): a missing image, an
+//! Training checks its annotation file and images before phase 0: a missing image, an
 //! empty box and a class id out of range stop `Trainer::new` with `yolo check-data`'s report, or,
 //! with `skip_bad`, are dropped before the split, counted and listed in
 //! `RUN_DIR/skipped_samples.txt`; a resume applies the same filter and gets the same split.
@@ -6,10 +6,12 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::rc::Rc;
 
-use yolo_train::{Dataset, PhaseKind, RunState, TrainConfig, TrainError, Trainer};
+use yolo_train::{stderr_log, Dataset, PhaseKind, RunState, TrainConfig, TrainError, Trainer};
 
 /// 8 good lines (12 boxes), then line 9: a missing image, line 10: x_max == x_min, line 11: class 7
 /// of 2, line 12: a repeat of line 1 (a warning only). Returns the config and the annotation path.
@@ -39,11 +41,18 @@ fn error_lines(ann: &str, missing: &str) -> String {
     )
 }
 
+/// A log sink, and the lines it collects.
+fn collector() -> (Rc<RefCell<Vec<String>>>, impl FnMut(&str) + 'static) {
+    let lines = Rc::new(RefCell::new(Vec::new()));
+    let sink = lines.clone();
+    (lines, move |m: &str| sink.borrow_mut().push(m.to_string()))
+}
+
 #[test]
 fn bad_samples_stop_training_with_the_check_data_report() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, ann, missing) = bad_set(dir.path());
-    let err = match Trainer::new(cfg.clone()) {
+    let err = match Trainer::new(cfg.clone(), stderr_log()) {
         Ok(_) => panic!("a file with 3 bad lines was accepted"),
         Err(e) => e,
     };
@@ -107,14 +116,24 @@ fn skip_bad_drops_lists_and_splits_only_the_good_lines_and_resume_gets_the_same_
     );
 
     // The trainer sees the same data, and a resume of its run (state saved as a run saves it)
-    // filters the same way, so the split is the same.
-    let t = Trainer::new(cfg.clone()).unwrap();
+    // filters the same way, so the split is the same. Both give the summary to the log sink they
+    // were opened with.
+    let (lines, sink) = collector();
+    let t = Trainer::new(cfg.clone(), sink).unwrap();
     assert_eq!(t.data().train, data.train);
     assert_eq!(t.data().val, data.val);
+    let logged_summary = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.starts_with("checked 12 annotation lines and 9 images in "))
+    };
+    assert!(logged_summary(&lines.borrow()), "{:?}", lines.borrow());
     RunState::new(cfg.clone(), PhaseKind::Bottleneck)
         .save(&cfg.run_dir)
         .unwrap();
-    let resumed = Trainer::resume(&cfg.run_dir, &[]).unwrap();
+    let (lines, sink) = collector();
+    let resumed = Trainer::resume(&cfg.run_dir, &[], sink).unwrap();
+    assert!(logged_summary(&lines.borrow()), "{:?}", lines.borrow());
     assert!(resumed.state().config.skip_bad);
     assert_eq!(resumed.data().train, data.train);
     assert_eq!(resumed.data().val, data.val);
@@ -134,7 +153,7 @@ fn a_state_without_skip_bad_resumes_with_it_off() {
     let removed = json["config"].as_object_mut().unwrap().remove("skip_bad");
     assert_eq!(removed, Some(serde_json::Value::Bool(false)));
     std::fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
-    let t = Trainer::resume(&cfg.run_dir, &[]).unwrap();
+    let t = Trainer::resume(&cfg.run_dir, &[], stderr_log()).unwrap();
     assert!(!t.state().config.skip_bad);
     assert_eq!(t.data().train.len() + t.data().val.len(), 8);
     assert_eq!(t.data().check.skipped_lines, Vec::<usize>::new());

@@ -91,7 +91,7 @@ fn a_run_trained_with_a_cfg_decodes_with_its_masks() {
     let lines = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
     let sink = lines.clone();
     let mut trainer =
-        Trainer::new_with_log(cfg, move |m| sink.borrow_mut().push(m.to_string())).unwrap();
+        Trainer::new(cfg, move |m: &str| sink.borrow_mut().push(m.to_string())).unwrap();
     trainer.run().unwrap();
     let log = lines.borrow();
     assert!(

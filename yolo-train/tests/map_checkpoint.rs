@@ -66,14 +66,16 @@ fn config(data: &(PathBuf, PathBuf, PathBuf), run: &Path) -> TrainConfig {
     .unwrap()
 }
 
-/// Runs a trainer, collecting its log lines.
-fn run(t: &mut Trainer) -> (RunOutcome, Vec<String>) {
-    let log = Rc::new(RefCell::new(Vec::new()));
-    let sink = log.clone();
-    t.set_log(move |m| sink.borrow_mut().push(m.to_string()));
-    let out = t.run().unwrap();
-    let lines = log.borrow().clone();
-    (out, lines)
+/// A log sink, and the lines it collects.
+fn collector() -> (Rc<RefCell<Vec<String>>>, impl FnMut(&str) + 'static) {
+    let lines = Rc::new(RefCell::new(Vec::new()));
+    let sink = lines.clone();
+    (lines, move |m: &str| sink.borrow_mut().push(m.to_string()))
+}
+
+/// Runs a trainer to its outcome.
+fn run(t: &mut Trainer) -> RunOutcome {
+    t.run().unwrap()
 }
 
 /// Keras ModelCheckpoint(mode='max', period) replayed over a history: the file names it must have
@@ -132,8 +134,10 @@ fn map_every_epoch_best_map_checkpoints_and_resume_keeps_the_best() {
 
     // 1. Uninterrupted: mAP after every epoch, the checkpoint compares it every 2nd epoch.
     let full_dir = dir.path().join("full");
-    let mut t = Trainer::new(config(&data, &full_dir)).unwrap();
-    let (out, log) = run(&mut t);
+    let (lines, sink) = collector();
+    let mut t = Trainer::new(config(&data, &full_dir), sink).unwrap();
+    let out = run(&mut t);
+    let log = lines.borrow().clone();
     assert!(matches!(out, RunOutcome::Finished { .. }), "{out:?}");
     let full = t.state().clone();
     drop(t);
@@ -179,14 +183,14 @@ fn map_every_epoch_best_map_checkpoints_and_resume_keeps_the_best() {
         phase: PhaseKind::Bottleneck,
         epoch: 2,
     });
-    let mut t = Trainer::new(cfg).unwrap();
+    let mut t = Trainer::new(cfg, |_| {}).unwrap();
     run(&mut t);
     drop(t);
     let saved = RunState::load(&part_dir).unwrap();
     assert_eq!(saved.checkpoint.mode, MonitorMode::Max);
     assert_eq!(saved.checkpoint.best, full.history[1].map.unwrap());
     assert_eq!(saved.checkpoint.epochs_since_last_save, 1);
-    let mut t = Trainer::resume(&part_dir, &[]).unwrap();
+    let mut t = Trainer::resume(&part_dir, &[], |_| {}).unwrap();
     run(&mut t);
     let resumed = t.state().clone();
     drop(t);
@@ -205,7 +209,7 @@ fn map_every_epoch_best_map_checkpoints_and_resume_keeps_the_best() {
         phase: PhaseKind::Bottleneck,
         epoch: 2,
     });
-    let mut t = Trainer::new(cfg).unwrap();
+    let mut t = Trainer::new(cfg, |_| {}).unwrap();
     run(&mut t);
     drop(t);
     let before = checkpoint_files(&keep_dir);
@@ -218,7 +222,7 @@ fn map_every_epoch_best_map_checkpoints_and_resume_keeps_the_best() {
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     v["checkpoint"]["best"] = serde_json::json!(1.0);
     std::fs::write(&state_path, v.to_string()).unwrap();
-    let mut t = Trainer::resume(&keep_dir, &["map_every=0".to_string()]).unwrap();
+    let mut t = Trainer::resume(&keep_dir, &["map_every=0".to_string()], |_| {}).unwrap();
     run(&mut t);
     let kept = t.state().clone();
     drop(t);

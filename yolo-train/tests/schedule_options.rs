@@ -32,15 +32,13 @@ fn unfreeze_only(dir: &Path, name: &str, n: usize) -> TrainConfig {
 }
 
 fn run(cfg: TrainConfig) -> (RunOutcome, RunState) {
-    let mut t = Trainer::new(cfg).unwrap();
-    t.set_log(|_| {});
+    let mut t = Trainer::new(cfg, |_| {}).unwrap();
     let out = t.run().unwrap();
     (out, t.state().clone())
 }
 
 fn resume(dir: &Path) -> RunState {
-    let mut t = Trainer::resume(dir, &[]).unwrap();
-    t.set_log(|_| {});
+    let mut t = Trainer::resume(dir, &[], |_| {}).unwrap();
     assert!(matches!(t.run().unwrap(), RunOutcome::Finished { .. }));
     t.state().clone()
 }

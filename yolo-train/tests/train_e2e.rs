@@ -38,8 +38,7 @@ fn three_phases_lower_val_loss_write_files_and_resume_exactly() {
     // Uninterrupted run.
     let mut cfg = schedule(config(dir.path()));
     cfg.run_dir = dir.path().join("full");
-    let mut t = Trainer::new(cfg.clone()).unwrap();
-    t.set_log(|_| {});
+    let mut t = Trainer::new(cfg.clone(), |_| {}).unwrap();
     let out = t.run().unwrap();
     let run = dir.path().join("full");
     assert_eq!(
@@ -102,8 +101,7 @@ fn three_phases_lower_val_loss_write_files_and_resume_exactly() {
         phase: PhaseKind::Frozen,
         epoch: 0,
     });
-    let mut t2 = Trainer::new(cfg2).unwrap();
-    t2.set_log(|_| {});
+    let mut t2 = Trainer::new(cfg2, |_| {}).unwrap();
     assert_eq!(
         t2.run().unwrap(),
         RunOutcome::Stopped {
@@ -119,8 +117,7 @@ fn three_phases_lower_val_loss_write_files_and_resume_exactly() {
         (PhaseKind::Frozen, 1, 3)
     );
     assert_eq!(saved.phase_steps, 3, "12 training images / batch 4");
-    let mut t3 = Trainer::resume(&rdir, &[]).unwrap();
-    t3.set_log(|_| {});
+    let mut t3 = Trainer::resume(&rdir, &[], |_| {}).unwrap();
     t3.run().unwrap();
     let resumed = t3.state().clone();
     assert_eq!(resumed.history.len(), 6);

@@ -10,7 +10,7 @@ use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::FreezeBody;
 use yolo_train::bottleneck::{build_cache, entry_boxes, fingerprint};
 use yolo_train::dataset::{letterbox_batch, y_true_tensors};
-use yolo_train::{BottleneckCache, CacheDtype, TrainError, Trainer};
+use yolo_train::{stderr_log, BottleneckCache, CacheDtype, TrainError, Trainer};
 
 /// train_bottleneck.py trains the output convs on features of `bottleneck_model.predict` (the
 /// frozen body, inference mode): the loss on cached features must equal the loss of the whole
@@ -20,7 +20,7 @@ fn bottleneck_cache_loss_equals_whole_frozen_model_loss() {
     let dir = tempfile::tempdir().unwrap();
     synth(dir.path(), 6, 80, 72);
     let cfg = config(dir.path());
-    let trainer = Trainer::new(cfg.clone()).unwrap();
+    let trainer = Trainer::new(cfg.clone(), stderr_log()).unwrap();
     let data = trainer.data();
     let input = InputShape::new(64, 64).unwrap();
     let anns = &data.train;
@@ -122,8 +122,7 @@ fn non_finite_loss_stops_with_phase_epoch_step_and_paths() {
     cfg.unfreeze.enabled = false;
     cfg.frozen.epochs = 1;
     cfg.frozen.batch_size = 2;
-    let mut trainer = Trainer::new(cfg).unwrap();
-    trainer.set_log(|_| {});
+    let mut trainer = Trainer::new(cfg, |_| {}).unwrap();
     {
         let data = trainer.varmap().data().lock().unwrap();
         let (_, bias) = data

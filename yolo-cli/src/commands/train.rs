@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use yolo_train::{toml_quote, PhaseKind, RunOutcome, TrainConfig, Trainer};
+use yolo_train::{stderr_log, toml_quote, PhaseKind, RunOutcome, TrainConfig, Trainer};
 
 /// Options of `yolo train`. Every setting of the TOML config can also be given as `--set key=value`
 /// (dotted keys, e.g. `--set frozen.epochs=10`); the named flags below are shorthands.
@@ -375,7 +375,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             println!("{}", complete_message(&dir.display().to_string(), &s));
             return Ok(());
         }
-        let t = Trainer::resume(dir, &o)?;
+        let t = Trainer::resume(dir, &o, stderr_log())?;
         let s = t.state();
         eprintln!(
             "resuming {}: phase {}, epoch {}, lr {:e}",
@@ -391,7 +391,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             print!("{}", cfg.to_toml()?);
             return Ok(());
         }
-        Trainer::new(cfg)?
+        Trainer::new(cfg, stderr_log())?
     };
     install_interrupt_handler();
     let out = trainer.run()?;
