@@ -10,7 +10,7 @@
 //! * [`batch_norm_leaky_train`], [`affine_leaky`]: training- and inference-mode batch norm fused
 //!   with leaky ReLU.
 //! * [`leaky_relu`], [`upsample2x`], [`max_pool_2x2_s1_same`]: the remaining layers' ops.
-//! * [`sum_of_squares`]: `Σ w²` for the L2 kernel penalty.
+//! * [`sum_of_squares()`]: `Σ w²` for the L2 kernel penalty.
 //! * [`generic_ops`], [`set_generic_ops`]: force candle's device-generic ops on the CPU too.
 //!
 //! The kernels behind it (private):
@@ -26,6 +26,7 @@
 //! * `scratch.rs`: per-thread scratch buffers for temporaries.
 //! * `storage.rs`: the f32 slice behind a custom op's CPU storage.
 
+#![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod bn_leaky;

@@ -8,13 +8,15 @@
 //!
 //! # Where things are
 //!
-//! * The networks, Darknet-53 body and three-scale head, and tiny: [`mod@yolo_body`], built from
-//!   the two conv blocks of [`conv_block`] and the Keras BatchNorm layer of [`batch_norm`].
-//! * The layer table (every conv of both networks in darknet order, variable names, FLOPs):
-//!   [`architecture`]; the model configuration: [`config`].
+//! * Darknet-53 body, neck and three-scale head, and tiny: [`mod@yolo_body`]
+//!   ([`YoloBody::forward_backbone`] is Darknet-53, [`YoloBody::forward_neck`] the rest up to the
+//!   output convs), built from the two conv blocks of [`conv_block`] and the Keras BatchNorm layer
+//!   of [`batch_norm`]; the model configuration is [`config`].
+//! * The layer table, every conv of both networks in darknet order with its variable names and
+//!   FLOPs, Darknet-53's stages included: [`architecture`].
 //! * The freeze split (parameter groups, trainable variables, L2 penalty): [`groups`].
-//! * Weight I/O: darknet `.weights` in [`darknet_weights`], darknet `.cfg` in [`darknet_cfg`],
-//!   safetensors checkpoints in [`checkpoint`]; errors in [`error`].
+//! * Weight I/O: darknet `.weights` in [`darknet_weights`], darknet `.cfg` in
+//!   [`mod@darknet_cfg`], safetensors checkpoints in [`checkpoint`]; errors in [`error`].
 //! * The tensor kernels (convolution, fused BatchNorm + leaky ReLU, ...) live in the
 //!   `yolo_kernels` crate, re-exported here as [`ops`]; this crate has no `unsafe` code.
 //!
