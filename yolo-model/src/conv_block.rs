@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::batch_norm::KerasBatchNorm;
-use crate::ops;
+use yolo_kernels as ops;
 
 /// LeakyReLU slope of every hidden conv.
 pub const LEAKY_SLOPE: f64 = 0.1;

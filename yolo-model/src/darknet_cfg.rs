@@ -12,7 +12,7 @@ use candle_nn::VarMap;
 use crate::architecture::{conv_table, DARKNET53_STAGES, V3_NECK_FILTERS};
 use crate::checkpoint::LoadReport;
 use crate::config::{Variant, YoloConfig};
-use crate::darknet::load_darknet_weights;
+use crate::darknet_weights::load_darknet_weights;
 use crate::error::ModelError;
 
 /// The section types a YOLOv3 cfg uses.

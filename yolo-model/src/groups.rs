@@ -7,9 +7,9 @@
 //! are the output convs. The parameter counts equal Keras' per group (tested against the
 //! `model_layers` fixtures).
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::VarMap;
-use rayon::prelude::*;
+use yolo_kernels::sum_of_squares;
 
 use crate::config::{FreezeBody, YoloConfig};
 
@@ -113,60 +113,5 @@ pub fn l2_penalty(
                 .unwrap_or(candle_core::Device::Cpu);
             Tensor::zeros((), DType::F32, &device)
         }
-    }
-}
-
-/// `Σ w²` as a scalar in the gradient graph of `w`.
-///
-/// On CPU f32 this is one custom op that saves nothing but `w` and whose backward, `2 g w`, is
-/// computed from the *detached* kernel. candle's own `w.sqr()?.sum_all()` kept a copy of `w²` in
-/// the graph, and its backward multiplies by the tracked variable, so every kernel's gradient
-/// recorded a chain of six kernel-sized intermediates that lived as long as the gradient store:
-/// for YOLOv3's 62 M parameters 0.25 GB of `w²` plus 1.5 GB next to the 0.25 GB of gradients.
-/// Elsewhere the composed form is used.
-fn sum_of_squares(w: &Tensor) -> Result<Tensor> {
-    if w.device().is_cpu()
-        && w.dtype() == DType::F32
-        && w.is_contiguous()
-        && !crate::ops::generic_ops()
-    {
-        w.apply_op1(SumOfSquares)
-    } else {
-        w.sqr()?.sum_all()
-    }
-}
-
-/// Elements per partial sum of [`SumOfSquares`]: fixed chunks keep the result independent of the
-/// thread count.
-const SQUARES_CHUNK: usize = 1 << 14;
-
-/// `w -> Σ w²` (shape `()`), summed in f64 over fixed chunks.
-struct SumOfSquares;
-
-impl CustomOp1 for SumOfSquares {
-    fn name(&self) -> &'static str {
-        "yolo-sum-of-squares"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("sum_of_squares: expected f32 storage")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("sum_of_squares: expected a contiguous tensor")
-        };
-        let partial: Vec<f64> = data[start..end]
-            .par_chunks(SQUARES_CHUNK)
-            .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-            .collect();
-        let total = partial.iter().sum::<f64>() as f32;
-        Ok((CpuStorage::F32(vec![total]), Shape::from(())))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        // `w * 2g` equals candle's `(w * g) * 2` bit for bit; neither factor is tracked, so the
-        // gradient holds no graph.
-        let g2 = grad.detach().affine(2.0, 0.0)?;
-        Ok(Some(arg.detach().broadcast_mul(&g2)?.detach()))
     }
 }

@@ -6,6 +6,20 @@
 //! Layout is NCHW; raw outputs are `(m, A*(5+C), gh, gw)`, index 0 = stride 32. Variable names are
 //! documented in [`architecture`] (one scheme for checkpoints, darknet import/export and groups).
 //!
+//! # Where things are
+//!
+//! * Darknet-53 body, neck and three-scale head, and tiny: [`mod@yolo_body`]
+//!   ([`YoloBody::forward_backbone`] is Darknet-53, [`YoloBody::forward_neck`] the rest up to the
+//!   output convs), built from the two conv blocks of [`conv_block`] and the Keras BatchNorm layer
+//!   of [`batch_norm`]; the model configuration is [`config`].
+//! * The layer table, every conv of both networks in darknet order with its variable names and
+//!   FLOPs, Darknet-53's stages included: [`architecture`].
+//! * The freeze split (parameter groups, trainable variables, L2 penalty): [`groups`].
+//! * Weight I/O: darknet `.weights` in [`darknet_weights`], darknet `.cfg` in
+//!   [`mod@darknet_cfg`], safetensors checkpoints in [`checkpoint`]; errors in [`error`].
+//! * The tensor kernels (convolution, fused BatchNorm + leaky ReLU, ...) live in the
+//!   `yolo_kernels` crate, re-exported here as [`ops`]; this crate has no `unsafe` code.
+//!
 //! # Semantics worth knowing
 //!
 //! * **BatchNorm** is Keras' (epsilon 1e-3, momentum 0.99): training mode normalises with the batch
@@ -22,8 +36,8 @@
 //!   mode by train_bottleneck.py) and TF2. Details in [`mod@yolo_body`].
 //! * **L2**: [`l2_penalty`] is Keras' `l2(5e-4)` kernel regulariser restricted to trainable groups
 //!   (frozen kernels contribute only a constant in Keras).
-//! * **Weights**: darknet `.weights` in cfg order ([`darknet`], [`conv_table`]), with partial files
-//!   such as `darknet53.conv.74`, and full files of another class count (an 80-class
+//! * **Weights**: darknet `.weights` in cfg order ([`darknet_weights`], [`conv_table`]), with
+//!   partial files such as `darknet53.conv.74`, and full files of another class count (an 80-class
 //!   `yolov3.weights` into a 1-class model: the file's class count is solved from its float count,
 //!   the body is loaded and the output convs are skipped and reported with both shapes, as
 //!   keras-yolo3's `convert.py` + `load_weights(by_name=True, skip_mismatch=True)` does);
@@ -48,16 +62,17 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod architecture;
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod config;
 pub mod conv_block;
-pub mod darknet;
 pub mod darknet_cfg;
+pub mod darknet_weights;
 pub mod error;
 pub mod groups;
-pub mod ops;
 pub mod yolo_body;
 
 pub use architecture::{conv_table, flops, model_variables, ConvSpec};
@@ -67,10 +82,12 @@ pub use checkpoint::{
 };
 pub use config::{FreezeBody, Variant, YoloConfig};
 pub use conv_block::{ConvBnLeaky, OutputConv, LEAKY_SLOPE};
-pub use darknet::{infer_file_filters, load_darknet_weights, save_darknet_weights, DarknetHeader};
 pub use darknet_cfg::{
     cfg_convs, check_cfg_matches, darknet_cfg, load_darknet_weights_with_cfg, parse_cfg, CfgConv,
     CfgSection, SectionKind,
+};
+pub use darknet_weights::{
+    infer_file_filters, load_darknet_weights, save_darknet_weights, DarknetHeader,
 };
 pub use error::ModelError;
 pub use groups::{
@@ -78,3 +95,5 @@ pub use groups::{
     ParamGroup,
 };
 pub use yolo_body::{tiny_yolo_body, yolo_body, YoloBody};
+/// The tensor kernels the network is made of (the `yolo_kernels` crate).
+pub use yolo_kernels as ops;

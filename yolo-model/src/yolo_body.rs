@@ -27,7 +27,7 @@ use candle_nn::VarBuilder;
 use crate::architecture::{conv_table, ConvSpec, DARKNET53_STAGES};
 use crate::config::{FreezeBody, Variant, YoloConfig};
 use crate::conv_block::{ConvBnLeaky, OutputConv};
-use crate::ops;
+use yolo_kernels as ops;
 
 /// Builds blocks by name from the conv table, so the model and the table cannot disagree.
 struct Blocks<'a> {

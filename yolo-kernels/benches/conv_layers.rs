@@ -1,7 +1,8 @@
-//! Issue 7: the 3x3 stride-1 convolutions of keras-yolo3's `darknet_body` and `make_last_layers`
+//! The 3x3 stride-1 convolutions of keras-yolo3's `darknet_body` and `make_last_layers`
 //! (`DarknetConv2D` with `padding='same'`) at 416x416, batch 4, forward and forward + backward
-//! (input and kernel gradients), by Winograd F(2x2, 3x3) and by im2col + GEMM, in one run so the
-//! two can be compared as a ratio on a noisy machine.
+//! (input and kernel gradients), by Winograd (F(4x4, 3x3) tiles on the 104x104 and 52x52 maps,
+//! F(2x2, 3x3) on 26x26) and by im2col + GEMM, in one run so the two can be compared as a ratio
+//! on a noisy machine.
 //!
 //! At 13x13 and batch 4 a layer has only 196 2x2 tiles, below the Winograd path's minimum of 256,
 //! so both of its rows run im2col: the pair shows the run's noise.
@@ -10,8 +11,8 @@
 //! the direct convolution (2 * 9 * c_in * c_out * h * w * batch per forward; forward + backward
 //! counted as 3x).
 //!
-//! Run: `cargo bench -p yolov3 --profile release --bench conv_layers` (a filter such as `13x13`
-//! or `winograd` runs less).
+//! Run: `cargo bench -p yolo-kernels --profile release --bench conv_layers` (a filter such as
+//! `13x13` or `winograd` runs less).
 
 /// The allocator of the `yolo` binary, so the figures match what training sees.
 #[global_allocator]
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use yolov3::model::ops;
+use yolo_kernels as ops;
 
 const BATCH: usize = 4;
 

@@ -8,6 +8,10 @@
 pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        /// `f`, compiled with AVX2 enabled.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2.
         #[target_feature(enable = "avx2")]
         unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
             f()

@@ -8,8 +8,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::simd::{leaky_factor, with_avx2};
-use super::storage::contiguous_f32;
+use crate::simd::{leaky_factor, with_avx2};
+use crate::storage::contiguous_f32;
 
 /// Elements per rayon task for element-wise kernels: large enough to amortise scheduling.
 pub(crate) const CHUNK: usize = 1 << 15;

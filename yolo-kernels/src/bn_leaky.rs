@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::simd::{leaky_factor, with_avx2};
-use super::storage::contiguous_f32;
+use crate::simd::{leaky_factor, with_avx2};
+use crate::storage::contiguous_f32;
 
 /// `(n, c, hw)` of an NCHW layout whose per-channel parameters have `c` elements.
 fn nc_hw(x: &Layout, p: &Layout, what: &str) -> Result<(usize, usize, usize)> {

@@ -1,11 +1,11 @@
-//! Gradient tests for the custom CPU kernels in `yolo_model::ops` (issue 7): every op is checked
+//! Gradient tests for the custom CPU kernels of `yolo_kernels`: every op is checked
 //! against central finite differences and against candle's own op (forward and backward) on random
 //! shapes: strides 1 and 2, 1x1 and 3x3 kernels, odd sizes, batch 1 and 3.
 
 use candle_core::{Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use yolo_model::ops;
+use yolo_kernels as ops;
 
 fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -45,8 +45,9 @@ const CONV_CASES: &[ConvCase] = &[
     // Large im2col (k = 4608 rows): the per-image path splits these into several row blocks.
     (3, 512, 2, 30, 20, 3, 1, 1),
     (3, 512, 3, 50, 40, 3, 2, 1),
-    // Wide 3x3 stride-1 convolutions with at least 256 2x2 tiles take the Winograd F(2x2, 3x3)
-    // path (even and odd sizes, batch 1 and 3).
+    // Wide 3x3 stride-1 convolutions with at least 256 2x2 tiles take the Winograd path (even
+    // and odd sizes, batch 1 and 3): F(2x2, 3x3) tiles for the first two, F(4x4, 3x3) for the
+    // last (272 4x4 tiles).
     (1, 64, 64, 32, 32, 3, 1, 1),
     (3, 64, 66, 19, 17, 3, 1, 1),
     (1, 64, 65, 63, 65, 3, 1, 1),

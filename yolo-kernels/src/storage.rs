@@ -3,7 +3,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result};
 
-/// The contiguous f32 slice a custom op reads. The public `ops` functions call `.contiguous()` on
+/// The contiguous f32 slice a custom op reads. The public kernel functions call `.contiguous()` on
 /// every argument before applying a custom op, so a strided layout here is a caller bug.
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {

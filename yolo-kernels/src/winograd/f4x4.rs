@@ -1,13 +1,13 @@
 //! The transforms of Winograd F(4x4, 3x3) (interpolation points 0, ±1, ±2 and infinity): 36
-//! products per 16 outputs, 4x fewer multiply-adds than im2col against F(2x2, 3x3)'s 2.25x. The
-//! block driver in `winograd.rs` uses them for forward, input gradient and kernel gradient on maps
-//! with many 4x4 tiles.
+//! products per 16 outputs, 4x fewer multiply-adds than im2col against F(2x2, 3x3)'s 2.25x
+//! (`f2x2.rs`). The block driver (`mod.rs`) uses them for forward, input gradient and kernel
+//! gradient on maps with many 4x4 tiles.
 //!
 //! Every transform runs along a whole tile row at once: the columns of a tile row are split by
 //! phase (`column mod 4`), so tile `k`'s six patch columns are phases 0..4 at `k` and phases 0, 1 at
 //! `k + 1`, and each step is an element-wise loop over tiles that LLVM vectorises.
 
-use super::winograd::{OutPtr, Tiling};
+use super::tiling::{OutPtr, Tiling};
 
 /// Output tile size.
 pub(super) const M: usize = 4;
@@ -50,7 +50,7 @@ fn a([p, q, r, s]: [f32; 4]) -> [f32; 6] {
 
 /// `Gᵀ x`: six transformed kernel-gradient values back to three taps.
 #[inline(always)]
-pub(super) fn gt([a, b, c, d, e, f]: [f32; 6]) -> [f32; 3] {
+fn gt([a, b, c, d, e, f]: [f32; 6]) -> [f32; 3] {
     [
         a / 4.0 - (b + c) / 6.0 + (d + e) / 24.0,
         (c - b) / 6.0 + (d - e) / 12.0,
@@ -126,7 +126,7 @@ fn windows<const R: usize>(buf: &mut [f32], offsets: [usize; R], len: usize) -> 
 }
 
 /// `U[co][ξ][ci] = (G w[co][ci] Gᵀ)[ξ]` for an OIHW 3x3 kernel: 36 rows of `c_in` per output
-/// channel, as in `winograd::transform_kernel`.
+/// channel, the layout of F(2x2)'s kernel transform with 36 planes.
 pub(super) fn transform_kernel(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let mut u = vec![0f32; PLANES * c_out * c_in];
@@ -147,6 +147,18 @@ pub(super) fn transform_kernel(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32>
             }
         });
     u
+}
+
+/// `Gᵀ S G`: the 3x3 kernel gradient `out` (row-major) from the 36 summed products
+/// `S[ξ] = at(ξ)` of one (output channel, input channel) pair.
+#[inline(always)]
+pub(super) fn kernel_taps(at: impl Fn(usize) -> f32, out: &mut [f32]) {
+    // Gᵀ down the columns of the 6x6 S, then along the three rows.
+    let cols: [[f32; 3]; 6] = std::array::from_fn(|j| gt(std::array::from_fn(|i| at(i * 6 + j))));
+    for k in 0..3 {
+        let r = gt(std::array::from_fn(|j| cols[j][k]));
+        out[k * 3..k * 3 + 3].copy_from_slice(&r);
+    }
 }
 
 /// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for the 6x6 patches (rows `4ty - 1 ..`, zero outside the image)
@@ -284,8 +296,8 @@ pub(super) fn grad_transform(
 /// into the output maps `b x c x h x w` behind `out`.
 ///
 /// # Safety
-/// As `winograd::output_transform`: `out` covers `b * c * h * w` floats and no other thread
-/// writes the output rows of tile rows `r0..r1` meanwhile.
+/// `out` must point to `out.1 >= b * c * h * w` floats, and no other thread may write the output
+/// rows of tile rows `r0..r1` meanwhile.
 #[inline(always)]
 pub(super) unsafe fn output_transform(
     mp: &[f32],

@@ -1,28 +1,18 @@
-//! The tensor operations the network is made of, behind one small surface so that fast CPU kernels
-//! (with their own backward) can replace candle's defaults without touching the model code.
-//!
-//! Every function here is differentiable and works on any device; CPU-only fast paths must fall back
-//! to candle's own ops on CUDA and Metal.
-
-mod batch_norm;
-mod conv;
-mod gemm;
-mod leaky;
-mod scratch;
-mod simd;
-mod storage;
-mod winograd;
-mod winograd4;
+//! The differentiable functions the network is made of, and the switch between the fast CPU
+//! kernels and candle's own ops. Every function here works on any device; CPU-only fast paths fall
+//! back to candle's ops on CUDA and Metal.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor};
 
+use crate::{bn_leaky, conv, leaky, winograd};
+
 /// The custom CPU kernels handle contiguous-or-not f32 tensors on the CPU; everything else
 /// (CUDA, Metal, other dtypes) keeps candle's own ops, as does everything while
 /// [`generic_ops`] is on.
-fn fast_cpu(t: &Tensor) -> bool {
+pub(crate) fn fast_cpu(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32 && !generic_ops()
 }
 
@@ -56,8 +46,8 @@ pub fn set_generic_ops(on: bool) {
 /// row and column are never read.
 ///
 /// On CPU f32 this is im2col + GEMM with a GEMM-based backward (see `conv.rs`), or Winograd
-/// F(2x2, 3x3) for wide 3x3 stride-1 convolutions (`winograd.rs`); elsewhere it is candle's
-/// `conv2d`.
+/// F(2x2, 3x3) or F(4x4, 3x3) for wide 3x3 stride-1 convolutions (`winograd/`); elsewhere it is
+/// candle's `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     if fast_cpu(x) && fast_cpu(w) {
         x.contiguous()?.apply_op2(
@@ -72,9 +62,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     }
 }
 
-/// Turns the Winograd F(2x2, 3x3) convolutions on or off for the whole process; they are on unless
-/// the environment sets `YOLO_NO_WINOGRAD=1`. Off, every CPU convolution is im2col + GEMM, which
-/// benchmarks use to compare the two in one run. Results agree to float rounding either way.
+/// Turns the Winograd convolutions (both tile sizes) on or off for the whole process; they are on
+/// unless the environment sets `YOLO_NO_WINOGRAD=1`. Off, every CPU convolution is im2col + GEMM,
+/// which benchmarks use to compare the two in one run. Results agree to float rounding either way.
 pub fn set_winograd(enabled: bool) {
     winograd::set_enabled(enabled);
 }
@@ -136,7 +126,7 @@ pub fn batch_norm_leaky_train(
     let (_, c, _, _) = x.dims4()?;
     if fast_cpu(x) && fast_cpu(gamma) && fast_cpu(beta) {
         let stats = Arc::new(Mutex::new(None));
-        let op = batch_norm::BnLeakyTrainOp {
+        let op = bn_leaky::BnLeakyTrainOp {
             eps: eps as f32,
             slope: slope as f32,
             stats: stats.clone(),
@@ -176,7 +166,7 @@ pub fn affine_leaky(x: &Tensor, scale: &Tensor, shift: &Tensor, slope: f64) -> R
         x.contiguous()?.apply_op3(
             &scale.contiguous()?,
             &shift.contiguous()?,
-            batch_norm::AffineLeakyOp {
+            bn_leaky::AffineLeakyOp {
                 slope: slope as f32,
             },
         )

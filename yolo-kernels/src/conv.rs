@@ -1,18 +1,18 @@
 //! 2-D convolution as im2col + GEMM on CPU, with a hand-written backward whose two halves are
 //! GEMMs too: the kernel gradient is `grad · im2col(x)ᵀ` and the input gradient is
 //! `col2im(Wᵀ · grad)`. 1x1 stride-1 unpadded convolutions skip im2col/col2im entirely, and wide
-//! 3x3 stride-1 ones go through Winograd F(2x2, 3x3) instead (`winograd.rs`).
+//! 3x3 stride-1 ones go through Winograd F(2x2, 3x3) or F(4x4, 3x3) instead (`winograd/`).
 //!
 //! candle 0.11 computes the input gradient with a direct-loop `conv_transpose2d`, which made it
-//! the bulk of a CPU training step (issue 7).
+//! the bulk of a CPU training step.
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, sgemm_seq, MatMut, MatRef};
-use super::scratch::with_scratch;
-use super::storage::contiguous_f32;
-use super::winograd;
+use crate::gemm::{sgemm, sgemm_seq, MatMut, MatRef};
+use crate::scratch::with_scratch;
+use crate::storage::contiguous_f32;
+use crate::winograd;
 
 /// Sizes of one convolution, NCHW input, OIHW kernel, symmetric zero padding, no dilation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
