@@ -53,6 +53,7 @@ mod kmeans;
 mod letterbox;
 mod loader;
 mod mosaic;
+mod multi_scale;
 mod resize;
 mod synth;
 mod true_boxes;
@@ -86,6 +87,7 @@ pub use kmeans::{
 pub use letterbox::{letterbox_chw_into, letterbox_image, to_chw_unit, LetterboxParams, GREY};
 pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
 pub use mosaic::{mosaic, mosaic_into, mosaic_with_params, MosaicParams};
+pub use multi_scale::MultiScale;
 pub use resize::{resize_bicubic, resize_bicubic_region, Window};
 pub use synth::{
     hsv_to_rgb, rgb_to_hsv, synth_image, write_synth, SynthConfig, SynthDataset, SynthFormat,

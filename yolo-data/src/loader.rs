@@ -18,6 +18,9 @@
 //!   own image is the top-left one and the mosaic's draws come from the sample's stream. A
 //!   sample that is not a mosaic is therefore the same as with mosaic off. A partner that cannot
 //!   be read leaves the sample out, as a bad image does.
+//! - **Multi-scale** (off unless [`LoaderConfig::multi_scale`] is set, and only with `random`):
+//!   batch `step` is built at [`MultiScale::input_for_step`]'s size, the same for every
+//!   `every` consecutive batches; images, boxes and targets all follow that size.
 //! - **Bad images** (unreadable, undecodable) are left out of the batch and listed in
 //!   [`Batch::skipped`]; the batch is then smaller (possibly empty), never a panic.
 
@@ -39,6 +42,7 @@ use crate::error::DataError;
 use crate::image_io::load_rgb;
 use crate::input_shape::InputShape;
 use crate::mosaic::mosaic_uninit;
+use crate::multi_scale::MultiScale;
 use crate::true_boxes::preprocess_true_boxes;
 
 /// Loader settings; defaults are train_bottleneck.py's stage 1 (batch 16, 416x416, augmented).
@@ -59,6 +63,9 @@ pub struct LoaderConfig {
     pub shuffle: bool,
     /// Batches built ahead on a background thread; 0 builds each batch when it is asked for.
     pub prefetch: usize,
+    /// Multi-scale training: each batch's input size drawn from these sizes (see
+    /// [`MultiScale`]), only with `random`; `None` (the default) keeps `input` throughout.
+    pub multi_scale: Option<MultiScale>,
 }
 
 impl Default for LoaderConfig {
@@ -71,6 +78,7 @@ impl Default for LoaderConfig {
             augment: AugmentConfig::default(),
             shuffle: true,
             prefetch: 2,
+            multi_scale: None,
         }
     }
 }
@@ -135,6 +143,9 @@ impl BatchLoader {
         }
         if cfg.batch_size == 0 {
             return Err(DataError::Config("batch_size must be at least 1".into()));
+        }
+        if let Some(m) = &cfg.multi_scale {
+            m.validate()?;
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -245,9 +256,15 @@ impl Inner {
         let jobs: Vec<(u64, usize)> = (first..first + cfg.batch_size as u64)
             .map(|s| (s, self.index_of(s, perm)))
             .collect();
+        let input = match &cfg.multi_scale {
+            Some(m) if cfg.random => {
+                m.input_for_step(cfg.input, cfg.seed, first / cfg.batch_size as u64)
+            }
+            _ => cfg.input,
+        };
         // Every sample writes its own slice of the batch tensor's buffer; the slices of skipped
         // images are squeezed out afterwards.
-        let (h, w) = (cfg.input.h, cfg.input.w);
+        let (h, w) = (input.h, input.w);
         let size = 3 * h * w;
         // Not zero-filled: each sample writes every value of its slice exactly once.
         let mut pixels: Vec<f32> = Vec::with_capacity(jobs.len() * size);
@@ -284,7 +301,7 @@ impl Inner {
                                 &partners[1].boxes,
                                 &partners[2].boxes,
                             ],
-                            cfg.input,
+                            input,
                             &cfg.augment,
                             &mut rng,
                             out,
@@ -294,7 +311,7 @@ impl Inner {
                 Ok(get_random_data_uninit(
                     &image,
                     &ann.boxes,
-                    cfg.input,
+                    input,
                     cfg.random,
                     &cfg.augment,
                     &mut rng,
@@ -324,7 +341,7 @@ impl Inner {
         unsafe { pixels.set_len(paths.len() * size) };
         let m = paths.len();
         let images = Tensor::from_vec(pixels, (m, 3, h, w), &Device::Cpu)?;
-        let y_true = preprocess_true_boxes(&boxes, cfg.input, &self.anchors, self.num_classes)
+        let y_true = preprocess_true_boxes(&boxes, input, &self.anchors, self.num_classes)
             .map_err(|e| match e {
                 DataError::BoxClassOutOfRange {
                     image,

@@ -49,6 +49,7 @@ fn config(seed: u64, prefetch: usize) -> LoaderConfig {
         augment: AugmentConfig::default(),
         shuffle: true,
         prefetch,
+        multi_scale: None,
     }
 }
 
@@ -230,4 +231,75 @@ fn box_far_outside_the_image_is_an_error_naming_the_image() {
     let loader = BatchLoader::new(anns, cfg, Anchors::yolo_default(), 2).unwrap();
     let err = loader.epoch(0).next().unwrap().unwrap_err().to_string();
     assert!(err.contains("img1.jpg") && err.contains("outside"), "{err}");
+}
+
+/// With multi-scale on, every batch has one of the allowed sizes (64x96 keeps its aspect), the
+/// size changes only every `every` batches, images, targets and boxes follow it, the draws repeat
+/// with the seed and prefetching, and the letterbox path (`random` off) keeps the base input.
+#[test]
+fn multi_scale_batches_follow_the_drawn_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let anns = synthetic(dir.path(), 8);
+    let multi = yolo_data::MultiScale {
+        sizes: vec![64, 96, 128],
+        every: 2,
+    };
+    let shapes = |random: bool, prefetch: usize| -> Vec<(usize, usize)> {
+        let cfg = LoaderConfig {
+            random,
+            multi_scale: Some(multi.clone()),
+            ..config(5, prefetch)
+        };
+        let loader = BatchLoader::new(anns.clone(), cfg, Anchors::tiny_default(), 2).unwrap();
+        let mut out = Vec::new();
+        for e in 0..4 {
+            for b in loader.epoch(e) {
+                let b = b.unwrap();
+                let (_, c, h, w) = b.images.dims4().unwrap();
+                assert_eq!(c, 3);
+                assert_eq!(b.y_true[0].dims()[1..3], [h / 32, w / 32]);
+                assert_eq!(b.y_true[1].dims()[1..3], [h / 16, w / 16]);
+                for bl in b.boxes.iter().flatten() {
+                    assert!(
+                        bl.x_max <= w as f32 && bl.y_max <= h as f32,
+                        "{bl:?} in {h}x{w}"
+                    );
+                }
+                out.push((h, w));
+            }
+        }
+        out
+    };
+    let got = shapes(true, 0);
+    assert_eq!(got.len(), 8);
+    for (s, hw) in got.iter().enumerate() {
+        assert!(
+            [(32, 64), (64, 96), (96, 128)].contains(hw),
+            "batch {s}: {hw:?}"
+        );
+        if s % 2 == 1 {
+            assert_eq!(*hw, got[s - 1], "batches {} and {s} share a draw", s - 1);
+        }
+    }
+    assert!(
+        got.iter().collect::<std::collections::BTreeSet<_>>().len() >= 2,
+        "{got:?}"
+    );
+    assert_eq!(shapes(true, 2), got, "prefetching draws the same sizes");
+    assert!(shapes(false, 0).iter().all(|&hw| hw == (64, 96)));
+    let bad = LoaderConfig {
+        multi_scale: Some(yolo_data::MultiScale {
+            sizes: vec![100],
+            every: 1,
+        }),
+        ..config(5, 0)
+    };
+    let e = BatchLoader::new(anns, bad, Anchors::tiny_default(), 2)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("size 100 must be a positive multiple of 32"),
+        "{e}"
+    );
 }

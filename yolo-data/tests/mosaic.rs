@@ -343,6 +343,7 @@ fn loader(anns: &[Annotation], mosaic: f64, random: bool, prefetch: usize) -> Ba
         },
         shuffle: true,
         prefetch,
+        multi_scale: None,
     };
     BatchLoader::new(anns.to_vec(), cfg, Anchors::yolo_default(), 2).unwrap()
 }

@@ -140,7 +140,8 @@ impl BatchSource {
                       random: bool,
                       seed: u64,
                       augment: AugmentConfig,
-                      shuffle: bool| {
+                      shuffle: bool,
+                      multi_scale: Option<yolo_data::MultiScale>| {
             BatchLoader::new(
                 anns,
                 LoaderConfig {
@@ -151,12 +152,14 @@ impl BatchSource {
                     augment,
                     shuffle,
                     prefetch: cfg.prefetch,
+                    multi_scale,
                 },
                 data.anchors.clone(),
                 data.num_classes(),
             )
         };
-        // The mosaic applies only where the phase augments (the loader checks `random`).
+        // The mosaic and multi-scale apply only where the phase augments (the loader checks
+        // `random`); validation stays at the run's input.
         let mosaic = AugmentConfig {
             mosaic: cfg.mosaic,
             ..AugmentConfig::default()
@@ -167,6 +170,7 @@ impl BatchSource {
             plan.seed,
             mosaic,
             pc.shuffle,
+            cfg.multi_scale(),
         )?;
         let val = loader(
             data.val.clone(),
@@ -174,6 +178,7 @@ impl BatchSource {
             plan.seed ^ 0x5641_4c00,
             AugmentConfig::default(),
             cfg.augmented_validation,
+            None,
         )?;
         Ok(BatchSource::Images { train, val })
     }

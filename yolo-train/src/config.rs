@@ -272,6 +272,10 @@ fn default_ema_tau() -> f64 {
     DEFAULT_EMA_TAU
 }
 
+fn default_multi_scale_every() -> usize {
+    10
+}
+
 /// Default [`TrainConfig::ema_tau`] (ultralytics' ModelEMA).
 pub const DEFAULT_EMA_TAU: f64 = 2000.0;
 
@@ -472,6 +476,16 @@ pub struct TrainConfig {
     /// the bottleneck cache and BatchNorm recalibration never use it.
     #[serde(default)]
     pub mosaic: f64,
+    /// Multi-scale training (darknet's `random=1`, ultralytics' `--multi-scale`): input sizes
+    /// (the longer side, multiples of 32) the training batches of the augmenting phases are drawn
+    /// from, a new draw every `multi_scale_every` batches (see `yolo_data::MultiScale`). Empty
+    /// (the default, and what older configs get) trains at `input` only, as keras-yolo3.
+    /// Validation, mAP, the bottleneck cache and BatchNorm recalibration stay at `input`.
+    #[serde(default)]
+    pub multi_scale: Vec<usize>,
+    /// Batches between two multi-scale draws (darknet: 10).
+    #[serde(default = "default_multi_scale_every")]
+    pub multi_scale_every: usize,
     /// Stop (as if killed) after this phase/epoch; `--resume` continues from there.
     pub stop_after: Option<StopAfter>,
     /// Optional from-scratch phase (off by default).
@@ -526,6 +540,8 @@ impl Default for TrainConfig {
             ema_decay: 0.0,
             ema_tau: DEFAULT_EMA_TAU,
             mosaic: 0.0,
+            multi_scale: Vec::new(),
+            multi_scale_every: default_multi_scale_every(),
             stop_after: None,
             scratch: PhaseConfig::scratch(),
             bottleneck: PhaseConfig::bottleneck(),
@@ -536,6 +552,14 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The multi-scale setting the training loaders use, `None` when `multi_scale` is empty.
+    pub fn multi_scale(&self) -> Option<yolo_data::MultiScale> {
+        (!self.multi_scale.is_empty()).then(|| yolo_data::MultiScale {
+            sizes: self.multi_scale.clone(),
+            every: self.multi_scale_every,
+        })
+    }
+
     /// The configuration of one phase.
     pub fn phase(&self, p: PhaseKind) -> &PhaseConfig {
         match p {
@@ -660,6 +684,12 @@ impl TrainConfig {
         }
         if !(self.ema_tau.is_finite() && self.ema_tau > 0.0) {
             return Err(format!("ema_tau {} must be positive", self.ema_tau));
+        }
+        if let Some(m) = self.multi_scale() {
+            m.validate().map_err(|e| match e {
+                yolo_data::DataError::Config(m) => m,
+                other => other.to_string(),
+            })?;
         }
         if !(0.0..=1.0).contains(&self.mosaic) {
             return Err(format!(
@@ -1413,6 +1443,42 @@ mod tests {
         // A config.toml of an older run (no mosaic key) still parses, with mosaic off.
         let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
         v.as_table_mut().unwrap().remove("mosaic");
+        let old: TrainConfig = v.try_into().unwrap();
+        assert_eq!(old, TrainConfig::default());
+    }
+
+    #[test]
+    fn multi_scale_defaults_off_parses_validates_and_reads_old_files() {
+        let d = TrainConfig::default();
+        assert!(d.multi_scale.is_empty());
+        assert_eq!(d.multi_scale(), None);
+        let c = TrainConfig::load(None, &["multi_scale=[320, 416, 512]".into()]).unwrap();
+        assert_eq!(
+            c.multi_scale(),
+            Some(yolo_data::MultiScale {
+                sizes: vec![320, 416, 512],
+                every: 10
+            })
+        );
+        assert!(c
+            .to_toml()
+            .unwrap()
+            .contains("multi_scale = [320, 416, 512]"));
+        for (bad, want) in [
+            (
+                "multi_scale=[320, 400]",
+                "multi-scale size 400 must be a positive multiple of 32",
+            ),
+            ("multi_scale_every=0", "every 1 or more"),
+        ] {
+            let e = TrainConfig::load(None, &["multi_scale=[320]".into(), bad.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
+        v.as_table_mut().unwrap().remove("multi_scale");
+        v.as_table_mut().unwrap().remove("multi_scale_every");
         let old: TrainConfig = v.try_into().unwrap();
         assert_eq!(old, TrainConfig::default());
     }

@@ -88,6 +88,7 @@ impl Trainer {
                 augment: AugmentConfig::default(),
                 shuffle: true,
                 prefetch: cfg.prefetch,
+                multi_scale: None,
             },
             self.data.anchors.clone(),
             self.data.num_classes(),
