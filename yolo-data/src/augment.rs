@@ -42,6 +42,10 @@ pub struct AugmentConfig {
     /// (ultralytics' mosaic). 0 (the default) is keras-yolo3: no mosaic, and no extra random
     /// draws. [`get_random_data`] itself ignores this field.
     pub mosaic: f64,
+    /// Probability that the [`crate::BatchLoader`] blends an augmented training sample with a
+    /// second one ([`crate::mixup_into`], ultralytics' mixup: ratio `Beta(32, 32)`, the boxes of
+    /// both). 0 (the default) is keras-yolo3: no mixup, and no extra random draws.
+    pub mixup: f64,
 }
 
 impl Default for AugmentConfig {
@@ -53,6 +57,7 @@ impl Default for AugmentConfig {
             val: 1.5,
             max_boxes: 20,
             mosaic: 0.0,
+            mixup: 0.0,
         }
     }
 }

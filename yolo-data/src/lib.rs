@@ -52,6 +52,7 @@ mod input_shape;
 mod kmeans;
 mod letterbox;
 mod loader;
+mod mixup;
 mod mosaic;
 mod multi_scale;
 mod resize;
@@ -86,6 +87,7 @@ pub use kmeans::{
 };
 pub use letterbox::{letterbox_chw_into, letterbox_image, to_chw_unit, LetterboxParams, GREY};
 pub use loader::{Batch, BatchLoader, EpochIter, LoaderConfig};
+pub use mixup::{mixup_boxes, mixup_into, mixup_ratio};
 pub use mosaic::{mosaic, mosaic_into, mosaic_with_params, MosaicParams};
 pub use multi_scale::MultiScale;
 pub use resize::{resize_bicubic, resize_bicubic_region, Window};

@@ -18,6 +18,12 @@
 //!   own image is the top-left one and the mosaic's draws come from the sample's stream. A
 //!   sample that is not a mosaic is therefore the same as with mosaic off. A partner that cannot
 //!   be read leaves the sample out, as a bad image does.
+//! - **MixUp** (off unless [`AugmentConfig::mixup`] is above 0, and only with `random`): a third
+//!   ChaCha8 stream of `(seed, s)` decides with that probability whether sample `s` (plain or
+//!   mosaic) is blended with a partner drawn uniformly from the list, augmented by
+//!   `get_random_data` from the same stream, which then draws the ratio and shuffles the boxes
+//!   of both together (see [`crate::mixup_into`]). A partner that cannot be read leaves the
+//!   sample out.
 //! - **Multi-scale** (off unless [`LoaderConfig::multi_scale`] is set, and only with `random`):
 //!   batch `step` is built at [`MultiScale::input_for_step`]'s size, the same for every
 //!   `every` consecutive batches; images, boxes and targets all follow that size.
@@ -41,9 +47,11 @@ use crate::augment::{get_random_data_uninit, AugmentConfig};
 use crate::error::DataError;
 use crate::image_io::load_rgb;
 use crate::input_shape::InputShape;
+use crate::mixup::{mixup_boxes, mixup_into, mixup_ratio};
 use crate::mosaic::mosaic_uninit;
 use crate::multi_scale::MultiScale;
 use crate::true_boxes::preprocess_true_boxes;
+use crate::uninit::as_uninit;
 
 /// Loader settings; defaults are train_bottleneck.py's stage 1 (batch 16, 416x416, augmented).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +135,8 @@ pub struct BatchLoader {
 const PERMUTATION_SALT: u64 = 0x7065_726d_7574_6521;
 /// Domain separation of the per-sample mosaic streams (decision and partner indices).
 const MOSAIC_SALT: u64 = 0x6d6f_7361_6963_2121;
+/// Domain separation of the per-sample mixup streams (decision, partner, its augmentation).
+const MIXUP_SALT: u64 = 0x6d69_7875_7021_2121;
 
 impl BatchLoader {
     /// A loader over `annotations`; errors when the list is empty or the batch size is 0.
@@ -250,6 +260,77 @@ impl Inner {
         cache.perm[pos]
     }
 
+    /// Sample `s` of annotation `ann` (decoded as `image`) into `out` at `input`: a mosaic when
+    /// its mosaic stream says so, else `get_random_data`. Returns its boxes, or the image to
+    /// skip and why.
+    fn sample_into(
+        &self,
+        s: u64,
+        ann: &Annotation,
+        image: &image::RgbImage,
+        input: InputShape,
+        rng: &mut ChaCha8Rng,
+        out: &mut [std::mem::MaybeUninit<f32>],
+    ) -> Result<Vec<BoxLabel>, (PathBuf, String)> {
+        let cfg = &self.cfg;
+        if cfg.random && cfg.augment.mosaic > 0.0 {
+            let mut mrng = ChaCha8Rng::seed_from_u64(cfg.seed ^ MOSAIC_SALT);
+            mrng.set_stream(s);
+            if mrng.random::<f64>() < cfg.augment.mosaic {
+                let n = self.annotations.len();
+                let partners: [&Annotation; 3] =
+                    std::array::from_fn(|_| &self.annotations[mrng.random_range(0..n)]);
+                let mut loaded = Vec::with_capacity(3);
+                for p in partners {
+                    loaded.push(load_rgb(&p.path).map_err(|e| {
+                        (
+                            ann.path.clone(),
+                            format!("mosaic partner {}: {e}", p.path.display()),
+                        )
+                    })?);
+                }
+                return Ok(mosaic_uninit(
+                    [image, &loaded[0], &loaded[1], &loaded[2]],
+                    [
+                        &ann.boxes,
+                        &partners[0].boxes,
+                        &partners[1].boxes,
+                        &partners[2].boxes,
+                    ],
+                    input,
+                    &cfg.augment,
+                    rng,
+                    out,
+                ));
+            }
+        }
+        Ok(get_random_data_uninit(
+            image,
+            &ann.boxes,
+            input,
+            cfg.random,
+            &cfg.augment,
+            rng,
+            out,
+        ))
+    }
+
+    /// Whether sample `s` is mixed up, and if so the rest of its mixup stream (for the
+    /// partner's augmentation, the ratio and the box shuffle) and its partner annotation.
+    fn mixup_partner(&self, s: u64) -> Option<(ChaCha8Rng, &Annotation)> {
+        let cfg = &self.cfg;
+        if !(cfg.random && cfg.augment.mixup > 0.0) {
+            return None;
+        }
+        let mut xrng = ChaCha8Rng::seed_from_u64(cfg.seed ^ MIXUP_SALT);
+        xrng.set_stream(s);
+        if xrng.random::<f64>() >= cfg.augment.mixup {
+            return None;
+        }
+        let partner = &self.annotations[xrng.random_range(0..self.annotations.len())];
+        Some((xrng, partner))
+    }
+
     /// Builds the batch of samples `first .. first + batch_size`.
     fn build(&self, first: u64, perm: &mut PermCache) -> Result<Batch, DataError> {
         let cfg = &self.cfg;
@@ -277,45 +358,35 @@ impl Inner {
                 let image = load_rgb(&ann.path).map_err(|e| (ann.path.clone(), e.to_string()))?;
                 let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
                 rng.set_stream(s);
-                if cfg.random && cfg.augment.mosaic > 0.0 {
-                    let mut mrng = ChaCha8Rng::seed_from_u64(cfg.seed ^ MOSAIC_SALT);
-                    mrng.set_stream(s);
-                    if mrng.random::<f64>() < cfg.augment.mosaic {
-                        let n = self.annotations.len();
-                        let partners: [&Annotation; 3] =
-                            std::array::from_fn(|_| &self.annotations[mrng.random_range(0..n)]);
-                        let mut loaded = Vec::with_capacity(3);
-                        for p in partners {
-                            loaded.push(load_rgb(&p.path).map_err(|e| {
-                                (
-                                    ann.path.clone(),
-                                    format!("mosaic partner {}: {e}", p.path.display()),
-                                )
-                            })?);
-                        }
-                        return Ok(mosaic_uninit(
-                            [&image, &loaded[0], &loaded[1], &loaded[2]],
-                            [
-                                &ann.boxes,
-                                &partners[0].boxes,
-                                &partners[1].boxes,
-                                &partners[2].boxes,
-                            ],
-                            input,
-                            &cfg.augment,
-                            &mut rng,
-                            out,
-                        ));
-                    }
-                }
-                Ok(get_random_data_uninit(
-                    &image,
-                    &ann.boxes,
+                let Some((mut xrng, partner)) = self.mixup_partner(s) else {
+                    return self.sample_into(s, ann, &image, input, &mut rng, out);
+                };
+                let mut a = vec![0f32; size];
+                let boxes_a =
+                    self.sample_into(s, ann, &image, input, &mut rng, as_uninit(&mut a))?;
+                let partner_image = load_rgb(&partner.path).map_err(|e| {
+                    (
+                        ann.path.clone(),
+                        format!("mixup partner {}: {e}", partner.path.display()),
+                    )
+                })?;
+                let mut b = vec![0f32; size];
+                let boxes_b = get_random_data_uninit(
+                    &partner_image,
+                    &partner.boxes,
                     input,
-                    cfg.random,
+                    true,
                     &cfg.augment,
-                    &mut rng,
-                    out,
+                    &mut xrng,
+                    as_uninit(&mut b),
+                );
+                let r = mixup_ratio(&mut xrng);
+                mixup_into(&a, &b, r, out);
+                Ok(mixup_boxes(
+                    boxes_a,
+                    boxes_b,
+                    cfg.augment.max_boxes,
+                    &mut xrng,
                 ))
             })
             .collect();

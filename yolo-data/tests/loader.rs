@@ -303,3 +303,52 @@ fn multi_scale_batches_follow_the_drawn_size() {
         "{e}"
     );
 }
+
+/// MixUp on every sample: each image is a blend (not the plain sample), its boxes come from two
+/// annotations (the synthetic classes alternate, so both classes show up), the batches repeat
+/// with the seed and prefetching, and the boxes stay inside the input. Off, the loader gives the
+/// same bytes as without the field.
+#[test]
+fn mixup_blends_two_samples_and_keeps_both_boxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let anns = synthetic(dir.path(), 8);
+    let loader = |mixup: f64, prefetch: usize| {
+        let mut cfg = config(9, prefetch);
+        cfg.augment.mixup = mixup;
+        BatchLoader::new(anns.clone(), cfg, Anchors::tiny_default(), 2).unwrap()
+    };
+    let (plain, plain_boxes, _) = epoch_bytes(&loader(0.0, 0), 0);
+    let (mixed, mixed_boxes, paths) = epoch_bytes(&loader(1.0, 0), 0);
+    assert_eq!(
+        epoch_bytes(&loader(1.0, 2), 0).0,
+        mixed,
+        "prefetching changes nothing"
+    );
+    assert_eq!(paths.len(), 8);
+    // Floats per batch: the images first, then the two y_true tensors.
+    assert_ne!(plain[0], mixed[0], "the first batch's images are blends");
+    assert_eq!(plain[0].len(), mixed[0].len());
+    assert!(mixed[0].iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(plain_boxes.iter().all(|b| b.len() <= 1));
+    let two = mixed_boxes.iter().filter(|b| b.len() == 2).count();
+    assert!(two >= 6, "most samples keep both boxes: {mixed_boxes:?}");
+    let mixed_classes = mixed_boxes
+        .iter()
+        .filter(|b| b.iter().any(|x| x.class == 0) && b.iter().any(|x| x.class == 1))
+        .count();
+    assert!(mixed_classes >= 1, "{mixed_boxes:?}");
+    for b in mixed_boxes.iter().flatten() {
+        assert!(
+            b.x_min >= 0.0 && b.x_max <= 96.0 && b.y_min >= 0.0 && b.y_max <= 64.0,
+            "{b:?}"
+        );
+    }
+    // Half the samples mixed: the others are exactly the plain samples' boxes.
+    let (_, half_boxes, _) = epoch_bytes(&loader(0.5, 0), 0);
+    let same = half_boxes
+        .iter()
+        .zip(&plain_boxes)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!((1..8).contains(&same), "{same} of 8 unmixed");
+}

@@ -162,6 +162,7 @@ impl BatchSource {
         // `random`); validation stays at the run's input.
         let mosaic = AugmentConfig {
             mosaic: cfg.mosaic,
+            mixup: cfg.mixup,
             ..AugmentConfig::default()
         };
         let train = loader(

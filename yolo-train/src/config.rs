@@ -476,6 +476,11 @@ pub struct TrainConfig {
     /// the bottleneck cache and BatchNorm recalibration never use it.
     #[serde(default)]
     pub mosaic: f64,
+    /// Probability that an augmented training sample (plain or mosaic) is blended with a second
+    /// one (ultralytics' mixup: ratio `Beta(32, 32)`, boxes of both; see `yolo_data::mixup_into`).
+    /// 0 (the default, and what older configs get) is keras-yolo3. Same phases as `mosaic`.
+    #[serde(default)]
+    pub mixup: f64,
     /// Multi-scale training (darknet's `random=1`, ultralytics' `--multi-scale`): input sizes
     /// (the longer side, multiples of 32) the training batches of the augmenting phases are drawn
     /// from, a new draw every `multi_scale_every` batches (see `yolo_data::MultiScale`). Empty
@@ -540,6 +545,7 @@ impl Default for TrainConfig {
             ema_decay: 0.0,
             ema_tau: DEFAULT_EMA_TAU,
             mosaic: 0.0,
+            mixup: 0.0,
             multi_scale: Vec::new(),
             multi_scale_every: default_multi_scale_every(),
             stop_after: None,
@@ -690,6 +696,12 @@ impl TrainConfig {
                 yolo_data::DataError::Config(m) => m,
                 other => other.to_string(),
             })?;
+        }
+        if !(0.0..=1.0).contains(&self.mixup) {
+            return Err(format!(
+                "mixup {} must be a probability in [0, 1] (0: off)",
+                self.mixup
+            ));
         }
         if !(0.0..=1.0).contains(&self.mosaic) {
             return Err(format!(
@@ -1448,6 +1460,22 @@ mod tests {
     }
 
     #[test]
+    fn mixup_defaults_off_parses_validates_and_reads_old_files() {
+        assert_eq!(TrainConfig::default().mixup, 0.0);
+        let c = TrainConfig::load(None, &["mixup=0.15".into()]).unwrap();
+        assert_eq!(c.mixup, 0.15);
+        assert!(c.to_toml().unwrap().contains("mixup = 0.15"));
+        let e = TrainConfig::load(None, &["mixup=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mixup 2 must be a probability in [0, 1]"), "{e}");
+        let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
+        v.as_table_mut().unwrap().remove("mixup");
+        let old: TrainConfig = v.try_into().unwrap();
+        assert_eq!(old, TrainConfig::default());
+    }
+
+    #[test]
     fn multi_scale_defaults_off_parses_validates_and_reads_old_files() {
         let d = TrainConfig::default();
         assert!(d.multi_scale.is_empty());
@@ -1460,10 +1488,8 @@ mod tests {
                 every: 10
             })
         );
-        assert!(c
-            .to_toml()
-            .unwrap()
-            .contains("multi_scale = [320, 416, 512]"));
+        let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back.multi_scale, [320, 416, 512]);
         for (bad, want) in [
             (
                 "multi_scale=[320, 400]",

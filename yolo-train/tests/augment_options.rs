@@ -1,6 +1,6 @@
-//! Multi-scale training end to end on tiny generated data (tiny YOLOv3, 64x64 base input): the
-//! augmenting phases train on batches of the drawn sizes, validation stays at the base input, a
-//! stop and `--resume` replays the same sizes, and the option is off by default.
+//! Multi-scale training and mixup end to end on tiny generated data (tiny YOLOv3, 64x64 base
+//! input): the augmenting phases train on batches of the drawn sizes, validation stays at the
+//! base input, a stop and `--resume` replays the same sizes; mixup reaches the training batches.
 
 mod common;
 
@@ -66,4 +66,24 @@ fn multi_scale_trains_on_the_drawn_sizes_and_resumes_the_same() {
     let mut t = Trainer::resume(&dir.path().join("stopped"), &[], |_| {}).unwrap();
     assert!(matches!(t.run().unwrap(), RunOutcome::Finished { .. }));
     assert_eq!(losses(t.state()), losses(&multi));
+}
+
+#[test]
+fn mixup_reaches_the_training_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), 8, 64, 64);
+    let mut plain = frozen_and_unfreeze(dir.path(), "plain", &[]);
+    plain.unfreeze.enabled = false;
+    let mut mixed = plain.clone();
+    mixed.run_dir = dir.path().join("mixed");
+    mixed.mixup = 1.0;
+    let (a, b) = (run(plain), run(mixed));
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_ne!(
+        la[0].0, lb[0].0,
+        "the first epoch trained on blended images"
+    );
+    for ((_, va), (_, vb)) in la.iter().zip(&lb) {
+        assert!(va.is_finite() && vb.is_finite());
+    }
 }
