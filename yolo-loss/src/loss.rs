@@ -48,20 +48,29 @@ pub struct LossValues {
 impl LossParts {
     /// Copies the total and the components to the host in one transfer (stack, then `to_vec1`).
     pub fn values(&self) -> Result<LossValues, LossError> {
+        Ok(self.values_and(&[])?.0)
+    }
+
+    /// [`LossParts::values`] together with `extra` f32 scalars on the loss's device (say the L2
+    /// penalty a trainer adds), all in the same single transfer: on a GPU every copy to the host
+    /// waits for the queued kernels, so a training step should make one.
+    pub fn values_and(&self, extra: &[Tensor]) -> Result<(LossValues, Vec<f32>), LossError> {
         let mut all = vec![self.total.clone()];
         for part in [&self.xy, &self.wh, &self.confidence, &self.class] {
             all.extend(part.iter().cloned());
         }
+        all.extend(extra.iter().cloned());
         let v: Vec<f32> = Tensor::stack(&all, 0)?.detach().to_vec1()?;
         let n = self.xy.len();
         let take = |i: usize| v[1 + i * n..1 + (i + 1) * n].to_vec();
-        Ok(LossValues {
+        let values = LossValues {
             total: v[0],
             xy: take(0),
             wh: take(1),
             confidence: take(2),
             class: take(3),
-        })
+        };
+        Ok((values, v[1 + 4 * n..].to_vec()))
     }
 }
 

@@ -432,3 +432,19 @@ fn bad_anchor_masks_are_errors() {
         }
     }
 }
+
+/// `values_and` gives what `values` gives plus the extra scalars, in the order passed.
+#[test]
+fn values_and_returns_the_extra_scalars_with_the_loss_values() {
+    let (yt, vars, c) = tiny_case();
+    let raw = tensors(&vars);
+    let parts = yolo_loss(&raw, &yt, &TINY_ANCHORS, c, &LossConfig::default()).unwrap();
+    let extra = [
+        Tensor::new(1.25f32, &Device::Cpu).unwrap(),
+        Tensor::new(-3.5f32, &Device::Cpu).unwrap(),
+    ];
+    let (v, e) = parts.values_and(&extra).unwrap();
+    assert_eq!(v, parts.values().unwrap());
+    assert_eq!(e, [1.25, -3.5]);
+    assert_eq!(parts.values_and(&[]).unwrap().1, Vec::<f32>::new());
+}

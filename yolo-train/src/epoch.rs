@@ -47,9 +47,9 @@ impl Trainer {
         )?;
         let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;
         let total = (&parts.total + &l2)?;
-        let v = parts.values()?;
-        // f32 on the host: Metal has no f64.
-        let l2v = f64::from(l2.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        // One copy to the host for everything logged; f32 because Metal has no f64.
+        let (v, extra) = parts.values_and(&[l2.to_dtype(DType::F32)?])?;
+        let l2v = f64::from(extra[0]);
         let stats = LossStats {
             total: v.total as f64 + l2v,
             xy: v.xy.iter().map(|x| *x as f64).sum(),
