@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{s, yolo};
+use common::{raccoon_subset, s, yolo};
 use yolo_testutil::{read_json, shared_path};
 
 #[test]
@@ -24,17 +24,8 @@ fn finetune_writes_the_best_map_model_that_eval_run_scores_the_same() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let all = dir.path().join("all.txt");
-    let out = yolo(&["voc2txt", s(&raccoon), "--out", s(&all)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // 32 photos: 24 to train on, 8 to validate on.
-    let text = std::fs::read_to_string(&all).unwrap();
-    let sub = dir.path().join("train.txt");
-    std::fs::write(&sub, text.lines().take(32).collect::<Vec<_>>().join("\n")).unwrap();
+    let (sub, _) = raccoon_subset(&raccoon, dir.path(), 32);
     let run = dir.path().join("run");
     let out = yolo(&[
         "train",

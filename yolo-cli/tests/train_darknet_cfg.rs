@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{s, yolo};
+use common::{raccoon_subset, s, yolo};
 use yolo_testutil::shared_path;
 
 #[test]
@@ -23,16 +23,7 @@ fn train_with_the_darknet_cfg_uses_and_keeps_its_masks() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let all = dir.path().join("all.txt");
-    let out = yolo(&["voc2txt", s(&raccoon), "--out", s(&all)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&all).unwrap();
-    let sub = dir.path().join("train.txt");
-    std::fs::write(&sub, text.lines().take(12).collect::<Vec<_>>().join("\n")).unwrap();
+    let (sub, text) = raccoon_subset(&raccoon, dir.path(), 12);
     let cfg = model.join("yolov3-tiny.cfg");
     let run = dir.path().join("run");
     let out = yolo(&[

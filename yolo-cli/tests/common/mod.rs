@@ -37,3 +37,19 @@ pub fn synth(dir: &Path) -> (PathBuf, PathBuf) {
     let d = yolo_data::write_synth(&cfg, dir).unwrap();
     (d.annotation_file, d.classes_file)
 }
+
+/// `yolo voc2txt` of the raccoon VOC folder into `dir` (`all.txt`, `classes.txt`), then its first
+/// `n` lines as `dir/train.txt`; returns that file and the full annotation text.
+pub fn raccoon_subset(raccoon: &Path, dir: &Path, n: usize) -> (PathBuf, String) {
+    let all = dir.join("all.txt");
+    let out = yolo(&["voc2txt", s(raccoon), "--out", s(&all)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&all).unwrap();
+    let sub = dir.join("train.txt");
+    std::fs::write(&sub, text.lines().take(n).collect::<Vec<_>>().join("\n")).unwrap();
+    (sub, text)
+}
