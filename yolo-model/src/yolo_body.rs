@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::architecture::{conv_table, ConvSpec, DARKNET53_STAGES};
+use crate::architecture::{conv_table, ConvSpec, DARKNET53_STAGES, TINY_BACKBONE_FILTERS};
 use crate::config::{FreezeBody, Variant, YoloConfig};
 use crate::conv_block::{ConvBnLeaky, OutputConv};
 use yolo_kernels as ops;
@@ -172,7 +172,7 @@ impl YoloBody {
                 })
             }
             Variant::Tiny => Net::Tiny(Box::new(TinyNet {
-                backbone: (0..5)
+                backbone: (0..TINY_BACKBONE_FILTERS.len())
                     .map(|i| b.cbl(&format!("backbone.conv{i}")))
                     .collect::<Result<Vec<_>>>()?,
                 conv5: b.cbl("neck.conv5")?,
