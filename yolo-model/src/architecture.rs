@@ -156,7 +156,7 @@ pub fn conv_table(cfg: &YoloConfig) -> Vec<ConvSpec> {
             let skips = [0, 512, 256];
             let mut c_in = 1024;
             let mut s = 32;
-            for l in 0..3 {
+            for l in 0..V3_NECK_FILTERS.len() {
                 let nf = V3_NECK_FILTERS[l];
                 if l > 0 {
                     let prev = V3_NECK_FILTERS[l - 1];

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use candle_nn::VarMap;
 
-use crate::architecture::{conv_table, ConvSpec, DARKNET53_STAGES, TINY_BACKBONE_FILTERS};
+use crate::architecture::{
+    conv_table, ConvSpec, DARKNET53_STAGES, TINY_BACKBONE_FILTERS, V3_NECK_FILTERS,
+};
 use crate::checkpoint::LoadReport;
 use crate::config::{Variant, YoloConfig};
 use crate::darknet_weights::load_darknet_weights;
@@ -431,7 +433,7 @@ pub fn darknet_cfg(cfg: &YoloConfig) -> String {
             }
             let skips = [0, stage_out[3], stage_out[2]];
             let masks = ["6,7,8", "3,4,5", "0,1,2"];
-            for l in 0..3 {
+            for l in 0..V3_NECK_FILTERS.len() {
                 if l > 0 {
                     w.section("route", &[("layers", "-4".into())]);
                     w.conv();
