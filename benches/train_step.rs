@@ -30,10 +30,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{black_box, Criterion};
-use yolov3::model::{
-    flops, ops, tiny_yolo_body, yolo_body, FreezeBody, KerasBatchNorm, Variant, YoloBody,
-    YoloConfig,
-};
+use yolov3::model::{flops, ops, FreezeBody, KerasBatchNorm, YoloBody, YoloConfig};
 
 /// Per-iteration seconds recorded by every `iter_custom` sample, keyed by benchmark id.
 static SAMPLES: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
@@ -375,9 +372,7 @@ fn bench_steps(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(30));
     for case in step_cases() {
         let id = format!("step/{}", case.id);
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let model = yolo_body_any(&case.cfg, vb).expect("model");
+        let (_varmap, model) = YoloBody::build(&case.cfg, 0, &dev).expect("model");
         let x = Tensor::rand(0f32, 1.0, (case.batch, 3, SIZE, SIZE), &dev).expect("input");
         let run = || match case.freeze {
             Some(freeze) => {
@@ -433,14 +428,6 @@ fn step_selected(id: &str) -> bool {
     match std::env::var("TRAIN_STEP_CASES") {
         Ok(list) => list.split(',').any(|p| id.contains(p)),
         Err(_) => true,
-    }
-}
-
-/// `yolo_body` or `tiny_yolo_body` by the config's variant.
-fn yolo_body_any(cfg: &YoloConfig, vb: VarBuilder) -> candle_core::Result<YoloBody> {
-    match cfg.variant {
-        Variant::YoloV3 => yolo_body(cfg, vb),
-        Variant::Tiny => tiny_yolo_body(cfg, vb),
     }
 }
 

@@ -128,6 +128,9 @@ impl Builder {
 pub(crate) const DARKNET53_STAGES: [(usize, usize); 5] =
     [(64, 1), (128, 2), (256, 8), (512, 8), (1024, 4)];
 
+/// Filters of tiny's first five convs (each followed by a 2x2 max pool but the last).
+pub(crate) const TINY_BACKBONE_FILTERS: [usize; 5] = [16, 32, 64, 128, 256];
+
 /// Filters of `make_last_layers` per scale (`num_filters`; the 3x3 convs use twice as many).
 pub(crate) const V3_NECK_FILTERS: [usize; 3] = [512, 256, 128];
 
@@ -153,7 +156,7 @@ pub fn conv_table(cfg: &YoloConfig) -> Vec<ConvSpec> {
             let skips = [0, 512, 256];
             let mut c_in = 1024;
             let mut s = 32;
-            for l in 0..3 {
+            for l in 0..V3_NECK_FILTERS.len() {
                 let nf = V3_NECK_FILTERS[l];
                 if l > 0 {
                     let prev = V3_NECK_FILTERS[l - 1];
@@ -172,9 +175,8 @@ pub fn conv_table(cfg: &YoloConfig) -> Vec<ConvSpec> {
             }
         }
         Variant::Tiny => {
-            let filters = [16, 32, 64, 128, 256];
             let mut c = 3;
-            for (i, &f) in filters.iter().enumerate() {
+            for (i, &f) in TINY_BACKBONE_FILTERS.iter().enumerate() {
                 b.push(format!("backbone.conv{i}"), c, f, 3, 1, true, 1 << i);
                 c = f;
             }

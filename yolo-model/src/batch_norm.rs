@@ -14,7 +14,7 @@
 //! candle-nn names) so that checkpoints carry them; they are updated only through `Var::set` and
 //! must never be handed to an optimizer (see [`crate::trainable_vars`]).
 
-use candle_core::{DType, Result, Tensor, Var, D};
+use candle_core::{DType, ModuleT, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
 /// Keras' default BatchNormalization epsilon.
@@ -191,5 +191,12 @@ impl KerasBatchNorm {
     /// The moving variance (for tests and inspection).
     pub fn running_var(&self) -> &Tensor {
         self.running_var.as_tensor()
+    }
+}
+
+/// candle's train/eval module interface: [`KerasBatchNorm::forward_t`].
+impl ModuleT for KerasBatchNorm {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        KerasBatchNorm::forward_t(self, xs, train)
     }
 }

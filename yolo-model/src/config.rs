@@ -12,6 +12,33 @@ pub enum Variant {
     Tiny,
 }
 
+impl Variant {
+    /// The variant a `tiny` flag (`--tiny`, `tiny = true`) selects.
+    pub fn from_tiny(tiny: bool) -> Self {
+        if tiny {
+            Variant::Tiny
+        } else {
+            Variant::YoloV3
+        }
+    }
+
+    /// The name messages use: `YOLOv3` or `tiny YOLOv3`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::YoloV3 => "YOLOv3",
+            Variant::Tiny => "tiny YOLOv3",
+        }
+    }
+
+    /// The other variant (tiny for YOLOv3 and back).
+    pub fn other(self) -> Self {
+        match self {
+            Variant::YoloV3 => Variant::Tiny,
+            Variant::Tiny => Variant::YoloV3,
+        }
+    }
+}
+
 /// Network shape: variant, class count and anchors per output layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct YoloConfig {

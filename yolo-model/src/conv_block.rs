@@ -1,10 +1,14 @@
 //! keras-yolo3's two conv flavours: `DarknetConv2D_BN_Leaky` (conv without bias, BatchNorm,
 //! LeakyReLU 0.1) and the plain `DarknetConv2D` with bias used for the output layers.
 //!
-//! Kernels are OIHW (`(filters, c_in, k, k)`, darknet's own order); Keras' `glorot_uniform`
-//! initialiser is used for new kernels, zeros for the output biases.
+//! Kernels are OIHW (`(filters, c_in, k, k)`, darknet's own order). The blocks take their
+//! variables from the `VarBuilder`: a kernel already in its `VarMap` (as
+//! [`crate::YoloBody::build`] puts the seeded ones there) is used as it is; a missing one is
+//! created with Keras' `glorot_uniform` (candle's unseeded RNG), output biases with zeros.
+//! [`ConvBnLeaky`] implements candle's `ModuleT` (BatchNorm differs in training), [`OutputConv`]
+//! candle's `Module`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::batch_norm::KerasBatchNorm;
@@ -101,6 +105,13 @@ impl ConvBnLeaky {
     }
 }
 
+/// candle's train/eval module interface: [`ConvBnLeaky::forward_t`].
+impl ModuleT for ConvBnLeaky {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        ConvBnLeaky::forward_t(self, xs, train)
+    }
+}
+
 /// The 1x1 output conv with bias and no activation. Variables: `{prefix}.weight`, `{prefix}.bias`.
 #[derive(Debug, Clone)]
 pub struct OutputConv {
@@ -124,5 +135,38 @@ impl OutputConv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = ops::conv2d(x, &self.weight, 1, 0)?;
         y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+/// candle's module interface: [`OutputConv::forward`] (train and eval are the same; `ModuleT`
+/// comes with candle's blanket impl).
+impl Module for OutputConv {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        OutputConv::forward(self, xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn candle_module_traits_run_the_blocks() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let cbl = ConvBnLeaky::new(3, 4, 3, 1, vb.pp("a")).unwrap();
+        let out = OutputConv::new(4, 2, vb.pp("b")).unwrap();
+        let x = Tensor::rand(0f32, 1.0, (1, 3, 8, 8), &Device::Cpu).unwrap();
+        let y = ModuleT::forward_t(&cbl, &x, false).unwrap();
+        let z = Module::forward(&out, &y).unwrap();
+        let want = out.forward(&cbl.forward_t(&x, false).unwrap()).unwrap();
+        let d = (z - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(
+            ModuleT::forward_t(&out, &y, true).unwrap().dims(),
+            &[1, 2, 8, 8]
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use candle_nn::VarMap;
 
-use crate::architecture::{conv_table, DARKNET53_STAGES, V3_NECK_FILTERS};
+use crate::architecture::{
+    conv_table, ConvSpec, DARKNET53_STAGES, TINY_BACKBONE_FILTERS, V3_NECK_FILTERS,
+};
 use crate::checkpoint::LoadReport;
 use crate::config::{Variant, YoloConfig};
 use crate::darknet_weights::load_darknet_weights;
@@ -347,9 +349,12 @@ fn default_anchors(variant: Variant) -> &'static str {
     }
 }
 
+/// Writes cfg sections; the `[convolutional]` ones take their filters, size, stride and
+/// BatchNorm from [`conv_table`], in order, so the cfg cannot disagree with the model.
 struct CfgWriter {
     text: String,
     layers: usize,
+    convs: std::vec::IntoIter<ConvSpec>,
 }
 
 impl CfgWriter {
@@ -362,7 +367,13 @@ impl CfgWriter {
         self.layers - 1
     }
 
-    fn conv(&mut self, filters: usize, size: usize, stride: usize, bn: bool) -> usize {
+    /// The next conv of the table as a `[convolutional]` section.
+    fn conv(&mut self) -> usize {
+        let c = self
+            .convs
+            .next()
+            .expect("the cfg layout has no more convs than the conv table");
+        let (filters, size, stride, bn) = (c.filters, c.size, c.stride, c.batch_norm);
         let mut o = vec![];
         if bn {
             o.push(("batch_normalize", "1".to_string()));
@@ -402,19 +413,19 @@ pub fn darknet_cfg(cfg: &YoloConfig) -> String {
     let mut w = CfgWriter {
         text: String::from("[net]\nwidth=416\nheight=416\nchannels=3\n"),
         layers: 0,
+        convs: conv_table(cfg).into_iter(),
     };
-    let out = cfg.out_channels();
     match cfg.variant {
         Variant::YoloV3 => {
-            w.conv(32, 3, 1, true);
+            w.conv();
             // Layer index of each residual stage's last shortcut (its output).
             let mut stage_out = Vec::new();
-            for &(f, n) in DARKNET53_STAGES.iter() {
-                w.conv(f, 3, 2, true);
+            for &(_, n) in DARKNET53_STAGES.iter() {
+                w.conv();
                 let mut last = 0;
                 for _ in 0..n {
-                    w.conv(f / 2, 1, 1, true);
-                    w.conv(f, 3, 1, true);
+                    w.conv();
+                    w.conv();
                     let shortcut = [("from", "-3".into()), ("activation", "linear".into())];
                     last = w.section("shortcut", &shortcut);
                 }
@@ -422,46 +433,49 @@ pub fn darknet_cfg(cfg: &YoloConfig) -> String {
             }
             let skips = [0, stage_out[3], stage_out[2]];
             let masks = ["6,7,8", "3,4,5", "0,1,2"];
-            for l in 0..3 {
-                let nf = V3_NECK_FILTERS[l];
+            for l in 0..V3_NECK_FILTERS.len() {
                 if l > 0 {
                     w.section("route", &[("layers", "-4".into())]);
-                    w.conv(nf, 1, 1, true);
+                    w.conv();
                     w.section("upsample", &[("stride", "2".into())]);
                     w.section("route", &[("layers", format!("-1, {}", skips[l]))]);
                 }
                 // make_last_layers' five convs (1x1, 3x3, 1x1, 3x3, 1x1) and the 3x3 before the
                 // output: three 1x1/3x3 pairs.
                 for _ in 0..3 {
-                    w.conv(nf, 1, 1, true);
-                    w.conv(2 * nf, 3, 1, true);
+                    w.conv();
+                    w.conv();
                 }
-                w.conv(out, 1, 1, false);
+                w.conv();
                 w.yolo(cfg, masks[l]);
             }
         }
         Variant::Tiny => {
             // Convs 0..=4, each followed by a 2x2 stride-2 pool; conv 4 is layer 8, the route
             // target of the upsampling branch.
-            for f in [16, 32, 64, 128, 256] {
-                w.conv(f, 3, 1, true);
+            for _ in TINY_BACKBONE_FILTERS {
+                w.conv();
                 w.section("maxpool", &[("size", "2".into()), ("stride", "2".into())]);
             }
-            w.conv(512, 3, 1, true);
+            w.conv();
             w.section("maxpool", &[("size", "2".into()), ("stride", "1".into())]);
-            w.conv(1024, 3, 1, true);
-            w.conv(256, 1, 1, true);
-            w.conv(512, 3, 1, true);
-            w.conv(out, 1, 1, false);
+            w.conv();
+            w.conv();
+            w.conv();
+            w.conv();
             w.yolo(cfg, "3,4,5");
             w.section("route", &[("layers", "-4".into())]);
-            w.conv(128, 1, 1, true);
+            w.conv();
             w.section("upsample", &[("stride", "2".into())]);
             w.section("route", &[("layers", "-1, 8".into())]);
-            w.conv(256, 3, 1, true);
-            w.conv(out, 1, 1, false);
+            w.conv();
+            w.conv();
             w.yolo(cfg, "1,2,3");
         }
     }
+    debug_assert!(
+        w.convs.next().is_none(),
+        "every conv of the table is written"
+    );
     w.text
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-/// Errors of weight import/export, checkpoints and cfg parsing.
+/// Errors of weight import/export, checkpoints, cfg parsing and device selection.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A tensor operation failed (shape bug, device error).
@@ -76,6 +76,20 @@ pub enum ModelError {
         /// The dtypes accepted.
         expected: &'static str,
     },
+
+    /// Weights given to initialise a model do not fit it (another variant's checkpoint, or one
+    /// whose names are not this crate's).
+    #[error("{}: {msg}", path.display())]
+    WrongWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// What was expected and what the file holds.
+        msg: String,
+    },
+
+    /// The requested device is unknown or not compiled into this binary.
+    #[error("device {0}")]
+    Device(String),
 }
 
 /// `:N` for a known 1-based line, nothing otherwise.

@@ -15,8 +15,12 @@
 //! * The layer table, every conv of both networks in darknet order with its variable names and
 //!   FLOPs, Darknet-53's stages included: [`architecture`].
 //! * The freeze split (parameter groups, trainable variables, L2 penalty): [`groups`].
+//! * The model factory [`YoloBody::build`] and the seeded Glorot initialiser: [`mod@init`].
 //! * Weight I/O: darknet `.weights` in [`darknet_weights`], darknet `.cfg` in
-//!   [`mod@darknet_cfg`], safetensors checkpoints in [`checkpoint`]; errors in [`error`].
+//!   [`mod@darknet_cfg`], safetensors checkpoints in [`checkpoint`]; conversion between the two
+//!   formats, the class count a file holds and the initial-weights fit check in [`weights_io`];
+//!   errors in [`error`].
+//! * `--device` parsing, shared by training and detection: [`mod@device`].
 //! * The tensor kernels (convolution, fused BatchNorm + leaky ReLU, ...) live in the
 //!   `yolo_kernels` crate, re-exported here as [`ops`]; this crate has no `unsafe` code.
 //!
@@ -71,8 +75,11 @@ pub mod config;
 pub mod conv_block;
 pub mod darknet_cfg;
 pub mod darknet_weights;
+pub mod device;
 pub mod error;
 pub mod groups;
+pub mod init;
+pub mod weights_io;
 pub mod yolo_body;
 
 pub use architecture::{conv_table, flops, model_variables, ConvSpec};
@@ -89,10 +96,16 @@ pub use darknet_cfg::{
 pub use darknet_weights::{
     infer_file_filters, load_darknet_weights, save_darknet_weights, DarknetHeader,
 };
+pub use device::parse_device;
 pub use error::ModelError;
 pub use groups::{
     group_of, is_bn_running_stat, is_conv_kernel, is_output_conv, l2_penalty, trainable_vars,
     ParamGroup,
+};
+pub use init::seeded_glorot_init;
+pub use weights_io::{
+    check_weights_fit, checkpoint_class_count, checkpoint_header, convert_weights,
+    darknet_class_count, is_darknet_weights, Converted, GivenClasses, WeightsFormat,
 };
 pub use yolo_body::{tiny_yolo_body, yolo_body, YoloBody};
 /// The tensor kernels the network is made of (the `yolo_kernels` crate).

@@ -24,7 +24,9 @@ use std::collections::HashMap;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::architecture::{conv_table, ConvSpec, DARKNET53_STAGES};
+use crate::architecture::{
+    conv_table, ConvSpec, DARKNET53_STAGES, TINY_BACKBONE_FILTERS, V3_NECK_FILTERS,
+};
 use crate::config::{FreezeBody, Variant, YoloConfig};
 use crate::conv_block::{ConvBnLeaky, OutputConv};
 use yolo_kernels as ops;
@@ -154,7 +156,7 @@ impl YoloBody {
                     stages.push(ResStage { down, blocks });
                 }
                 let mut scales = Vec::new();
-                for l in 0..3 {
+                for l in 0..V3_NECK_FILTERS.len() {
                     let up = if l > 0 {
                         Some(b.cbl(&format!("neck.s{l}.up"))?)
                     } else {
@@ -172,7 +174,7 @@ impl YoloBody {
                 })
             }
             Variant::Tiny => Net::Tiny(Box::new(TinyNet {
-                backbone: (0..5)
+                backbone: (0..TINY_BACKBONE_FILTERS.len())
                     .map(|i| b.cbl(&format!("backbone.conv{i}")))
                     .collect::<Result<Vec<_>>>()?,
                 conv5: b.cbl("neck.conv5")?,

@@ -7,14 +7,12 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 use serde::Serialize;
-use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
+use yolo_data::{preprocess_true_boxes, BoxLabel, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::{
-    conv_table, flops, l2_penalty, tiny_yolo_body, trainable_vars, yolo_body, FreezeBody, Variant,
-    YoloBody, YoloConfig,
+    conv_table, flops, l2_penalty, trainable_vars, FreezeBody, Variant, YoloBody, YoloConfig,
 };
 
 use crate::adam::{Adam, AdamConfig};
@@ -167,10 +165,7 @@ pub fn peak_rss_gb() -> Option<f64> {
 /// y_true for `batch` images with two boxes each (one large, one small), so the loss has objects
 /// on more than one layer as in real training.
 fn y_true(cfg: &YoloConfig, size: usize, batch: usize, dev: &Device) -> Result<Vec<Tensor>> {
-    let anchors = match cfg.variant {
-        Variant::YoloV3 => Anchors::yolo_default(),
-        Variant::Tiny => Anchors::tiny_default(),
-    };
+    let (anchors, _) = crate::model_source::default_anchors(cfg.variant);
     let s = size as f32;
     let boxes: Vec<Vec<BoxLabel>> = (0..batch)
         .map(|_| {
@@ -199,16 +194,6 @@ fn y_true(cfg: &YoloConfig, size: usize, batch: usize, dev: &Device) -> Result<V
         .collect()
 }
 
-fn build(cfg: &YoloConfig, dev: &Device) -> Result<(VarMap, YoloBody)> {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
-    let model = match cfg.variant {
-        Variant::YoloV3 => yolo_body(cfg, vb)?,
-        Variant::Tiny => tiny_yolo_body(cfg, vb)?,
-    };
-    Ok((varmap, model))
-}
-
 /// Runs `warmup + steps` steps of `case` and returns the median of the timed ones.
 /// `gemm_gflops` (from [`gemm_reference_gflops`]) gives the ratio column.
 pub fn run_case(
@@ -218,15 +203,9 @@ pub fn run_case(
     gemm_gflops: Option<f64>,
 ) -> Result<BenchResult> {
     let dev = Device::Cpu;
-    let cfg = match case.variant {
-        Variant::YoloV3 => YoloConfig::v3(1),
-        Variant::Tiny => YoloConfig::tiny(1),
-    };
-    let (varmap, model) = build(&cfg, &dev)?;
-    let anchors = match cfg.variant {
-        Variant::YoloV3 => Anchors::yolo_default(),
-        Variant::Tiny => Anchors::tiny_default(),
-    };
+    let cfg = YoloConfig::new(case.variant, 1);
+    let (varmap, model) = YoloBody::build(&cfg, 0, &dev)?;
+    let (anchors, _) = crate::model_source::default_anchors(cfg.variant);
     let (n, s) = (case.batch, case.size);
     let x = Tensor::rand(0f32, 1.0, (n, 3, s, s), &dev)?;
     let yt = y_true(&cfg, s, n, &dev)?;

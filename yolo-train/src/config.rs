@@ -566,6 +566,11 @@ impl TrainConfig {
         })
     }
 
+    /// The network variant `tiny` selects (the one place that reads the flag).
+    pub fn variant(&self) -> yolo_model::Variant {
+        yolo_model::Variant::from_tiny(self.tiny)
+    }
+
     /// The configuration of one phase.
     pub fn phase(&self, p: PhaseKind) -> &PhaseConfig {
         match p {

@@ -1,7 +1,7 @@
 //! The dataset side of a run: annotation lines split as keras-yolo3 splits them, class names,
 //! anchors, and the deterministic letterbox path shared by validation, the bottleneck cache and mAP.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -218,19 +218,19 @@ impl Dataset {
 /// anchors file, else the darknet cfg's `anchors=`, else keras-yolo3's defaults; masks from the
 /// darknet cfg's `mask=`, else keras-yolo3's `anchor_mask`.
 fn model_anchors(cfg: &TrainConfig, num_classes: usize) -> Result<(Anchors, String)> {
-    let variant = if cfg.tiny { "tiny YOLOv3" } else { "YOLOv3" };
+    let variant = cfg.variant();
     let darknet = match &cfg.darknet_cfg {
         Some(p) => {
             let m = read_cfg_model(p)?;
-            let cfg_tiny = m.variant == yolo_model::Variant::Tiny;
-            if cfg_tiny != cfg.tiny {
+            if m.variant != variant {
                 return Err(TrainError::Config {
                     origin: p.display().to_string(),
                     msg: format!(
-                        "its {} [yolo] sections describe {}, but the run trains {variant} \
+                        "its {} [yolo] sections describe {}, but the run trains {} \
                          (tiny = {})",
                         m.masks.len(),
-                        if cfg_tiny { "tiny YOLOv3" } else { "YOLOv3" },
+                        m.variant.name(),
+                        variant.name(),
                         cfg.tiny
                     ),
                 });
@@ -245,7 +245,7 @@ fn model_anchors(cfg: &TrainConfig, num_classes: usize) -> Result<(Anchors, Stri
             m.anchors.clone(),
             format!("anchors from {} (anchors=)", p.display()),
         ),
-        (None, None) if cfg.tiny => (
+        (None, None) if variant == yolo_model::Variant::Tiny => (
             Anchors::tiny_default(),
             "anchors: keras-yolo3's tiny_yolo_anchors.txt (built in)".to_string(),
         ),
@@ -254,7 +254,10 @@ fn model_anchors(cfg: &TrainConfig, num_classes: usize) -> Result<(Anchors, Stri
             "anchors: keras-yolo3's yolo_anchors.txt (built in)".to_string(),
         ),
     };
-    let want = if cfg.tiny { 6 } else { 9 };
+    let want = match variant {
+        yolo_model::Variant::Tiny => 6,
+        yolo_model::Variant::YoloV3 => 9,
+    };
     if anchors.wh.len() != want {
         return Err(TrainError::Config {
             origin: cfg
@@ -263,8 +266,9 @@ fn model_anchors(cfg: &TrainConfig, num_classes: usize) -> Result<(Anchors, Stri
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             msg: format!(
-                "{} anchors, the {variant} model needs {want}",
-                anchors.wh.len()
+                "{} anchors, the {} model needs {want}",
+                anchors.wh.len(),
+                variant.name()
             ),
         });
     }
@@ -367,8 +371,4 @@ pub fn annotation_line(a: &Annotation) -> String {
     yolo_data::format_annotation_line(a)
 }
 
-/// True when `p` looks like a darknet weights file rather than safetensors.
-pub fn is_darknet_weights(p: &Path) -> bool {
-    !p.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-}
+pub use yolo_model::is_darknet_weights;

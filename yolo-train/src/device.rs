@@ -1,44 +1,7 @@
-//! `--device cpu|cuda[:N]|metal`, with a clear error when the backend is not compiled in.
+//! Devices: `--device` parsing (from `yolo_model`, re-exported here) and the switch that forces
+//! the device-generic code path.
 
-use candle_core::Device;
-
-use crate::error::{Result, TrainError};
-
-/// Parses a device name and opens the device.
-pub fn parse_device(name: &str) -> Result<Device> {
-    let name = name.trim();
-    let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => {
-            let n: usize = i.parse().map_err(|_| {
-                TrainError::Device(format!("`{name}`: `{i}` is not a device index"))
-            })?;
-            (k, n)
-        }
-        None => (name, 0),
-    };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            if !candle_core::utils::cuda_is_available() {
-                return Err(TrainError::Device(format!(
-                    "`{name}`: this binary was built without CUDA support (rebuild with `--features cuda`)"
-                )));
-            }
-            Device::new_cuda(index).map_err(|e| TrainError::Device(format!("`{name}`: {e}")))
-        }
-        "metal" => {
-            if !candle_core::utils::metal_is_available() {
-                return Err(TrainError::Device(format!(
-                    "`{name}`: this binary was built without Metal support (rebuild with `--features metal`)"
-                )));
-            }
-            Device::new_metal(index).map_err(|e| TrainError::Device(format!("`{name}`: {e}")))
-        }
-        _ => Err(TrainError::Device(format!(
-            "`{name}` is not one of cpu, cuda, cuda:N, metal"
-        ))),
-    }
-}
+pub use yolo_model::parse_device;
 
 /// The one switch that forces the device-generic code path (candle's own ops: the convolutions,
 /// BatchNorm, leaky ReLU, the tensor-op loss, the L2 sum and Adam's composed update, as CUDA and
@@ -47,26 +10,4 @@ pub fn parse_device(name: &str) -> Result<Device> {
 pub fn set_generic_ops(on: bool) {
     yolo_model::ops::set_generic_ops(on);
     yolo_loss::set_generic_ops(on);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_parses_and_unknown_or_missing_backends_are_clear_errors() {
-        assert!(parse_device("cpu").unwrap().is_cpu());
-        let e = parse_device("tpu").unwrap_err().to_string();
-        assert!(e.contains("not one of"), "{e}");
-        let e = parse_device("cuda:x").unwrap_err().to_string();
-        assert!(e.contains("not a device index"), "{e}");
-        if !candle_core::utils::cuda_is_available() {
-            let e = parse_device("cuda:1").unwrap_err().to_string();
-            assert!(e.contains("without CUDA"), "{e}");
-        }
-        if !candle_core::utils::metal_is_available() {
-            let e = parse_device("metal").unwrap_err().to_string();
-            assert!(e.contains("without Metal"), "{e}");
-        }
-    }
 }

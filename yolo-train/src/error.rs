@@ -52,9 +52,6 @@ pub enum TrainError {
         /// The image paths of the batch.
         paths: Vec<String>,
     },
-    /// The requested device is unknown or not compiled into this binary.
-    #[error("device {0}")]
-    Device(String),
     /// The data pipeline failed (annotation, image, loader).
     #[error(transparent)]
     Data(#[from] yolo_data::DataError),
@@ -77,15 +74,6 @@ pub enum TrainError {
     /// The annotation file has errors (`yolo check-data`'s report) and `skip_bad` is off.
     #[error("{}", bad_samples_message(.0))]
     BadSamples(Box<yolo_data::CheckReport>),
-    /// The initial weights do not fit the model variant (another variant's checkpoint, or one
-    /// whose names are not this crate's).
-    #[error("{}: {msg}", path.display())]
-    WrongWeights {
-        /// The weights file.
-        path: PathBuf,
-        /// What was expected and what the file holds.
-        msg: String,
-    },
 }
 
 /// Headline (counts and the way out), then the full `yolo check-data` report.

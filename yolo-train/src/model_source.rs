@@ -285,14 +285,7 @@ fn darknet_variant(path: &Path, tiny_flag: bool) -> Result<Option<(Variant, usiz
         (_, Ok(Some(n))) => Ok(Some((Variant::Tiny, n))),
         (Ok(Some(n)), _) => Ok(Some((Variant::YoloV3, n))),
         (Ok(None), Ok(None)) => Ok(None),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    }
-}
-
-fn variant_name(v: Variant) -> &'static str {
-    match v {
-        Variant::YoloV3 => "YOLOv3",
-        Variant::Tiny => "tiny YOLOv3",
+        (Err(e), _) | (_, Err(e)) => Err(e.into()),
     }
 }
 
@@ -341,18 +334,11 @@ impl ModelSource {
 
         // Variant and class count.
         let (variant, file_classes, variant_origin) = match (&state, &cfg, format) {
-            (Some(s), _, _) => {
-                let v = if s.config.tiny {
-                    Variant::Tiny
-                } else {
-                    Variant::YoloV3
-                };
-                (
-                    v,
-                    None,
-                    format!("the run's config.toml (tiny = {})", s.config.tiny),
-                )
-            }
+            (Some(s), _, _) => (
+                s.config.variant(),
+                None,
+                format!("the run's config.toml (tiny = {})", s.config.tiny),
+            ),
             (None, Some((p, c)), _) => (
                 c.variant,
                 Some(c.num_classes),
@@ -360,14 +346,11 @@ impl ModelSource {
             ),
             (None, None, WeightsFormat::Darknet) => match darknet_variant(&weights, req.tiny)? {
                 Some((v, n)) => (v, Some(n), "the size of the .weights file".to_string()),
-                None => {
-                    let v = if req.tiny {
-                        Variant::Tiny
-                    } else {
-                        Variant::YoloV3
-                    };
-                    (v, None, "--tiny (the file size does not tell)".to_string())
-                }
+                None => (
+                    Variant::from_tiny(req.tiny),
+                    None,
+                    "--tiny (the file size does not tell)".to_string(),
+                ),
             },
             (None, None, WeightsFormat::Safetensors) => match checkpoint_variant(&weights)? {
                 Some(v) => (
@@ -375,14 +358,7 @@ impl ModelSource {
                     checkpoint_class_count(&weights)?,
                     "the checkpoint's output convs".to_string(),
                 ),
-                None => {
-                    let v = if req.tiny {
-                        Variant::Tiny
-                    } else {
-                        Variant::YoloV3
-                    };
-                    (v, None, "--tiny".to_string())
-                }
+                None => (Variant::from_tiny(req.tiny), None, "--tiny".to_string()),
             },
         };
         if req.tiny && variant == Variant::YoloV3 && state.is_none() {
@@ -473,7 +449,7 @@ impl ModelSource {
                     "the anchor masks use anchor {bad}, but {} has {} anchors ({} needs {})",
                     anchors_origin,
                     anchors.wh.len(),
-                    variant_name(variant),
+                    variant.name(),
                     config.num_layers() * config.num_anchors
                 ),
             ));
@@ -559,7 +535,7 @@ impl ModelSource {
         vec![
             format!(
                 "model: {} ({}), {} classes, from {}",
-                variant_name(self.config.variant),
+                self.config.variant.name(),
                 match self.format {
                     WeightsFormat::Darknet => "darknet .weights",
                     WeightsFormat::Safetensors => "safetensors",
@@ -579,7 +555,8 @@ impl ModelSource {
     }
 }
 
-fn default_anchors(v: Variant) -> (Anchors, String) {
+/// keras-yolo3's built-in anchors of the variant, with where they come from.
+pub(crate) fn default_anchors(v: Variant) -> (Anchors, String) {
     match v {
         Variant::YoloV3 => (
             Anchors::yolo_default(),

@@ -4,19 +4,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
-use yolo_model::{
-    load_checkpoint_partial, load_darknet_weights, tiny_yolo_body, yolo_body, LoadReport, YoloBody,
-    YoloConfig,
-};
+use candle_core::Device;
+use candle_nn::VarMap;
+use yolo_model::{load_checkpoint_partial, load_darknet_weights, LoadReport, YoloBody, YoloConfig};
 
 use crate::callbacks::ModelCheckpoint;
 use crate::config::{PhaseKind, TrainConfig};
 use crate::dataset::{is_darknet_weights, Dataset};
 use crate::device::parse_device;
 use crate::error::{Result, TrainError};
-use crate::init::seeded_glorot_init;
 use crate::state::RunState;
 use crate::trainer::{Log, Trainer};
 
@@ -39,19 +35,8 @@ fn build_model(
     num_classes: usize,
     device: &Device,
 ) -> Result<(VarMap, YoloBody, YoloConfig)> {
-    let model_cfg = if cfg.tiny {
-        YoloConfig::tiny(num_classes)
-    } else {
-        YoloConfig::v3(num_classes)
-    };
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = if cfg.tiny {
-        tiny_yolo_body(&model_cfg, vb)?
-    } else {
-        yolo_body(&model_cfg, vb)?
-    };
-    seeded_glorot_init(&varmap, cfg.seed)?;
+    let model_cfg = YoloConfig::new(cfg.variant(), num_classes);
+    let (varmap, model) = YoloBody::build(&model_cfg, cfg.seed, device)?;
     Ok((varmap, model, model_cfg))
 }
 

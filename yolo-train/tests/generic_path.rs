@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
-use yolo_model::{l2_penalty, tiny_yolo_body, trainable_vars, yolo_body, FreezeBody, YoloConfig};
+use yolo_model::{l2_penalty, trainable_vars, FreezeBody, YoloBody, YoloConfig};
 use yolo_train::init::seeded_glorot_init;
 use yolo_train::{Adam, AdamConfig};
 
@@ -46,11 +46,7 @@ fn step_in(tiny: bool, size: usize, generic: bool, dtype: DType) -> Step {
     };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
-    let model = if tiny {
-        tiny_yolo_body(&cfg, vb).unwrap()
-    } else {
-        yolo_body(&cfg, vb).unwrap()
-    };
+    let model = YoloBody::new(&cfg, vb).unwrap();
     seeded_glorot_init(&varmap, 11).unwrap();
     let n = 2 * 3 * size * size;
     // A fixed pseudo-random image in [0, 1).

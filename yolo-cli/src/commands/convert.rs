@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use yolo_train::convert::GivenClasses;
+use yolo_model::weights_io::GivenClasses;
 
 /// Options of `yolo convert`. The direction follows the file extensions: `.weights` to
 /// `.safetensors` or the reverse (any case).
@@ -72,7 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             origin: format!("--cfg {}", p.display()),
         });
     }
-    let done = yolo_train::convert::convert_weights(&input, &a.output, given.as_ref(), tiny)
+    let done = yolo_model::weights_io::convert_weights(&input, &a.output, given.as_ref(), tiny)
         .with_context(|| format!("converting {} -> {}", input.display(), a.output.display()))?;
     let how = if done.inferred {
         "read from the file"

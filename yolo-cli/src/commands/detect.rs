@@ -51,7 +51,7 @@ impl LoadedModel {
             bail!("give --weights FILE (.weights or .safetensors) or --run DIR");
         }
         let source = ModelSource::resolve(&args.request())?;
-        let device = yolo_train::parse_device(&args.device)?;
+        let device = yolo_model::parse_device(&args.device)?;
         let body = source.load(&device)?;
         Ok(LoadedModel {
             body,
