@@ -329,7 +329,7 @@ fn step_cases() -> Vec<StepCase> {
         StepCase {
             id: "v3_416_bottleneck_b8",
             cfg: YoloConfig::v3(1),
-            batch: yolov3::train::bottleneck::BUILD_BATCH,
+            batch: yolov3::train::BUILD_BATCH,
             freeze: None,
             tf_seconds: 0.63,
         },

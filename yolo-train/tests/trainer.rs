@@ -8,8 +8,8 @@ use candle_core::Tensor;
 use yolo_data::InputShape;
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::FreezeBody;
-use yolo_train::bottleneck::{build_cache, entry_boxes, fingerprint};
-use yolo_train::dataset::{letterbox_batch, y_true_tensors};
+use yolo_train::{build_cache, entry_boxes, fingerprint};
+use yolo_train::{letterbox_batch, y_true_tensors};
 use yolo_train::{stderr_log, BottleneckCache, CacheDtype, TrainError, Trainer};
 
 /// train_bottleneck.py trains the output convs on features of `bottleneck_model.predict` (the

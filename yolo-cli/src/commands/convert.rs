@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use yolo_train::convert::GivenClasses;
+use yolo_train::GivenClasses;
 
 /// Options of `yolo convert`. The direction follows the file extensions: `.weights` to
 /// `.safetensors` or the reverse (any case).
@@ -33,13 +33,13 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (input, run_tiny) = if a.input.is_dir() {
         let state = yolo_train::RunState::load(&a.input)?;
-        let w = yolo_train::model_source::run_weights(&a.input, &state)?;
+        let w = yolo_train::run_weights(&a.input, &state)?;
         (w, state.config.tiny)
     } else {
         (a.input.clone(), false)
     };
     let cfg = match &a.cfg {
-        Some(p) => Some((p, yolo_train::model_source::read_cfg_model(p)?)),
+        Some(p) => Some((p, yolo_train::read_cfg_model(p)?)),
         None => None,
     };
     let cfg_tiny = cfg
@@ -72,7 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             origin: format!("--cfg {}", p.display()),
         });
     }
-    let done = yolo_train::convert::convert_weights(&input, &a.output, given.as_ref(), tiny)
+    let done = yolo_train::convert_weights(&input, &a.output, given.as_ref(), tiny)
         .with_context(|| format!("converting {} -> {}", input.display(), a.output.display()))?;
     let how = if done.inferred {
         "read from the file"
