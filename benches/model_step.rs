@@ -1,4 +1,4 @@
-//! Issue 3: speed of keras-yolo3's `yolo_body` (Darknet-53 + three-scale head) and
+//! Speed of keras-yolo3's `yolo_body` (Darknet-53 + three-scale head) and
 //! `tiny_yolo_body` at 416x416, batch 1 and 4: the inference-mode forward pass and a full training
 //! step's forward + backward (freeze_body=0, BatchNorm in training mode, loss = sum of squared
 //! raw outputs, gradients for every variable).

@@ -1,4 +1,4 @@
-//! Issue 6: speed of keras-yolo3's `yolo_eval` post-processing (`yolo3/model.py`: decode every
+//! Speed of keras-yolo3's `yolo_eval` post-processing (`yolo3/model.py`: decode every
 //! output layer, `yolo_correct_boxes`, score threshold, per-class NMS) and of the VOC and COCO mAP
 //! evaluators.
 //!
