@@ -1,4 +1,4 @@
-//! Issue 7: CPU training speed.
+//! CPU training speed.
 //!
 //! * `gemm`: the GEMM reference rate (4096² f32 through the same `gemm` crate candle uses, all
 //!   rayon threads).
@@ -7,8 +7,8 @@
 //!   batch 16, tiny 416 all trainable batch 8; and bottleneck extraction (`forward_bottleneck`,
 //!   batch 8, as the stage-0 cache builder). Printed with images/s, effective GFLOP/s (training counted as 3x the forward
 //!   convolution FLOPs of `yolo_model::flops`), the ratio to the GEMM rate, the ratio to
-//!   keras-yolo3 on TF 2.21 (issue 7's figures for a 2-core EPYC) and the peak RSS of each.
-//! * `layer`: per-layer forward/backward timings of the four convolutions in the issue's table
+//!   keras-yolo3 on TF 2.21 (measured on a 2-core EPYC) and the peak RSS of each.
+//! * `layer`: per-layer forward/backward timings of the four convolutions in `LAYERS`
 //!   (batch 4), candle 0.11's own ops against `yolo_model::ops`.
 //! * `bn`: Keras BatchNorm (training) + leaky ReLU at the largest activation (4x64x208x208), the
 //!   model's candle-composed `KerasBatchNorm` against the fused `ops::batch_norm_leaky_train`.
@@ -52,7 +52,7 @@ fn median(id: &str) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-/// One convolution of the issue's table.
+/// One of the convolutions timed by the `layer` benchmark.
 struct Layer {
     name: &'static str,
     batch: usize,
@@ -294,7 +294,7 @@ struct StepCase {
     batch: usize,
     /// `None` measures bottleneck extraction (inference forward to the bottleneck features).
     freeze: Option<FreezeBody>,
-    /// keras-yolo3 on TF 2.21, 2-core EPYC (issue 7): seconds per step, or per image for the
+    /// keras-yolo3 on TF 2.21, 2-core EPYC: seconds per step, or per image for the
     /// bottleneck extraction.
     tf_seconds: f64,
 }
@@ -326,7 +326,7 @@ fn step_cases() -> Vec<StepCase> {
         StepCase {
             id: "v3_416_bottleneck_b8",
             cfg: YoloConfig::v3(1),
-            batch: yolov3::train::bottleneck::BUILD_BATCH,
+            batch: yolov3::train::BUILD_BATCH,
             freeze: None,
             tf_seconds: 0.63,
         },

@@ -9,8 +9,8 @@ use yolov3::data::{check_dataset, write_synth, Anchors, CheckOptions, InputShape
 use yolov3::eval::{yolo_eval_batch, EvalParams};
 use yolov3::loss::{yolo_loss, LossConfig};
 use yolov3::model::{trainable_vars, FreezeBody, YoloBody, YoloConfig};
-use yolov3::train::dataset::{letterbox_batch, y_true_tensors};
-use yolov3::train::init::seeded_glorot_init;
+use yolov3::train::seeded_glorot_init;
+use yolov3::train::{letterbox_batch, y_true_tensors};
 use yolov3::train::{Adam, AdamConfig};
 
 #[test]

@@ -470,130 +470,136 @@ impl Hsv {
         b: &mut [MaybeUninit<f32>],
         flip: bool,
     ) {
-        use std::arch::x86_64::*;
-        let n = (px.len() / 3).min(r.len()).min(g.len()).min(b.len());
-        // Byte positions of each channel in 24 bytes of RGB: the first 16 bytes give 6, 5 and 5
-        // of the 8 values, the last 8 bytes the rest (-1 zeroes a byte).
-        let sr_lo = _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-        let sr_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, -1, -1, -1);
-        let sg_lo = _mm_setr_epi8(1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-        let sg_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 0, 3, 6, -1, -1, -1, -1, -1, -1, -1, -1);
-        let sb_lo = _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-        let sb_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1);
-        const INV255: f32 = 1.0 / 255.0;
-        let inv255 = _mm256_set1_ps(INV255);
-        let zero = _mm256_setzero_ps();
-        let one = _mm256_set1_ps(1.0);
-        let two = _mm256_set1_ps(2.0);
-        let four = _mm256_set1_ps(4.0);
-        let six = _mm256_set1_ps(6.0);
-        let (hue, sat, val) = (
-            _mm256_set1_ps(self.hue),
-            _mm256_set1_ps(self.sat),
-            _mm256_set1_ps(self.val),
-        );
-        // f32::clamp(x, 0, 1) exactly: x < 0 gives 0, x > 1 gives 1, anything else (-0.0 and
-        // NaN included) stays. max_ps(a, b) is `a > b ? a : b` and min_ps(a, b) `a < b ? a : b`,
-        // so with the constant first they are those two tests.
-        let clamp01 = |x: __m256| _mm256_min_ps(one, _mm256_max_ps(zero, x));
-        // `if c { a } else { b }`.
-        let sel = |c: __m256, a: __m256, b: __m256| _mm256_blendv_ps(b, a, c);
-        let reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
-        let unit = |v: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), inv255);
-        let mut k = 0;
-        while k + 8 <= n {
-            let p = px.as_ptr().add(3 * k);
-            let lo = _mm_loadu_si128(p as *const __m128i);
-            let hi = _mm_loadl_epi64(p.add(16) as *const __m128i);
-            let cr = unit(_mm_or_si128(
-                _mm_shuffle_epi8(lo, sr_lo),
-                _mm_shuffle_epi8(hi, sr_hi),
-            ));
-            let cg = unit(_mm_or_si128(
-                _mm_shuffle_epi8(lo, sg_lo),
-                _mm_shuffle_epi8(hi, sg_hi),
-            ));
-            let cb = unit(_mm_or_si128(
-                _mm_shuffle_epi8(lo, sb_lo),
-                _mm_shuffle_epi8(hi, sb_hi),
-            ));
+        // SAFETY: the caller guarantees AVX2; with `k + 8 <= n`, the 24 bytes read at
+        // `3 * k` lie inside `px` (`n <= px.len() / 3`) and the 8 floats stored at `at` (`k` or
+        // `n - 8 - k`) lie inside `r`, `g` and `b` (each at least `n` long).
+        unsafe {
+            use std::arch::x86_64::*;
+            let n = (px.len() / 3).min(r.len()).min(g.len()).min(b.len());
+            // Byte positions of each channel in 24 bytes of RGB: the first 16 bytes give 6, 5 and 5
+            // of the 8 values, the last 8 bytes the rest (-1 zeroes a byte).
+            let sr_lo = _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+            let sr_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, -1, -1, -1);
+            let sg_lo = _mm_setr_epi8(1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+            let sg_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 0, 3, 6, -1, -1, -1, -1, -1, -1, -1, -1);
+            let sb_lo = _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+            let sb_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+            const INV255: f32 = 1.0 / 255.0;
+            let inv255 = _mm256_set1_ps(INV255);
+            let zero = _mm256_setzero_ps();
+            let one = _mm256_set1_ps(1.0);
+            let two = _mm256_set1_ps(2.0);
+            let four = _mm256_set1_ps(4.0);
+            let six = _mm256_set1_ps(6.0);
+            let (hue, sat, val) = (
+                _mm256_set1_ps(self.hue),
+                _mm256_set1_ps(self.sat),
+                _mm256_set1_ps(self.val),
+            );
+            // f32::clamp(x, 0, 1) exactly: x < 0 gives 0, x > 1 gives 1, anything else (-0.0 and
+            // NaN included) stays. max_ps(a, b) is `a > b ? a : b` and min_ps(a, b) `a < b ? a : b`,
+            // so with the constant first they are those two tests.
+            let clamp01 = |x: __m256| _mm256_min_ps(one, _mm256_max_ps(zero, x));
+            // `if c { a } else { b }`.
+            let sel = |c: __m256, a: __m256, b: __m256| _mm256_blendv_ps(b, a, c);
+            let reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+            let unit =
+                |v: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), inv255);
+            let mut k = 0;
+            while k + 8 <= n {
+                let p = px.as_ptr().add(3 * k);
+                let lo = _mm_loadu_si128(p as *const __m128i);
+                let hi = _mm_loadl_epi64(p.add(16) as *const __m128i);
+                let cr = unit(_mm_or_si128(
+                    _mm_shuffle_epi8(lo, sr_lo),
+                    _mm_shuffle_epi8(hi, sr_hi),
+                ));
+                let cg = unit(_mm_or_si128(
+                    _mm_shuffle_epi8(lo, sg_lo),
+                    _mm_shuffle_epi8(hi, sg_hi),
+                ));
+                let cb = unit(_mm_or_si128(
+                    _mm_shuffle_epi8(lo, sb_lo),
+                    _mm_shuffle_epi8(hi, sb_hi),
+                ));
 
-            let v = _mm256_max_ps(_mm256_max_ps(cr, cg), cb);
-            let delta = _mm256_sub_ps(v, _mm256_min_ps(_mm256_min_ps(cr, cg), cb));
-            let s = sel(
-                _mm256_cmp_ps::<_CMP_GT_OQ>(v, zero),
-                _mm256_div_ps(delta, v),
-                zero,
-            );
-            let has_d = _mm256_cmp_ps::<_CMP_GT_OQ>(delta, zero);
-            let inv_d = sel(has_d, _mm256_div_ps(one, delta), zero);
-            let h_r = _mm256_mul_ps(_mm256_sub_ps(cg, cb), inv_d);
-            let h_g = _mm256_add_ps(two, _mm256_mul_ps(_mm256_sub_ps(cb, cr), inv_d));
-            let h_b = _mm256_add_ps(four, _mm256_mul_ps(_mm256_sub_ps(cr, cg), inv_d));
-            let h = sel(
-                _mm256_cmp_ps::<_CMP_EQ_OQ>(cb, v),
-                h_b,
-                sel(_mm256_cmp_ps::<_CMP_EQ_OQ>(cg, v), h_g, h_r),
-            );
-            let h = _mm256_div_ps(h, six);
-            let h = sel(
-                _mm256_cmp_ps::<_CMP_LT_OQ>(h, zero),
-                _mm256_add_ps(h, one),
-                h,
-            );
-            let h = sel(has_d, h, zero);
-            let h = _mm256_add_ps(h, hue);
-            let h = sel(
-                _mm256_cmp_ps::<_CMP_GT_OQ>(h, one),
-                _mm256_sub_ps(h, one),
-                h,
-            );
-            let h = sel(
-                _mm256_cmp_ps::<_CMP_LT_OQ>(h, zero),
-                _mm256_add_ps(h, one),
-                h,
-            );
-            let h = clamp01(h);
-            let s = clamp01(_mm256_mul_ps(s, sat));
-            let v = clamp01(_mm256_mul_ps(v, val));
+                let v = _mm256_max_ps(_mm256_max_ps(cr, cg), cb);
+                let delta = _mm256_sub_ps(v, _mm256_min_ps(_mm256_min_ps(cr, cg), cb));
+                let s = sel(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(v, zero),
+                    _mm256_div_ps(delta, v),
+                    zero,
+                );
+                let has_d = _mm256_cmp_ps::<_CMP_GT_OQ>(delta, zero);
+                let inv_d = sel(has_d, _mm256_div_ps(one, delta), zero);
+                let h_r = _mm256_mul_ps(_mm256_sub_ps(cg, cb), inv_d);
+                let h_g = _mm256_add_ps(two, _mm256_mul_ps(_mm256_sub_ps(cb, cr), inv_d));
+                let h_b = _mm256_add_ps(four, _mm256_mul_ps(_mm256_sub_ps(cr, cg), inv_d));
+                let h = sel(
+                    _mm256_cmp_ps::<_CMP_EQ_OQ>(cb, v),
+                    h_b,
+                    sel(_mm256_cmp_ps::<_CMP_EQ_OQ>(cg, v), h_g, h_r),
+                );
+                let h = _mm256_div_ps(h, six);
+                let h = sel(
+                    _mm256_cmp_ps::<_CMP_LT_OQ>(h, zero),
+                    _mm256_add_ps(h, one),
+                    h,
+                );
+                let h = sel(has_d, h, zero);
+                let h = _mm256_add_ps(h, hue);
+                let h = sel(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(h, one),
+                    _mm256_sub_ps(h, one),
+                    h,
+                );
+                let h = sel(
+                    _mm256_cmp_ps::<_CMP_LT_OQ>(h, zero),
+                    _mm256_add_ps(h, one),
+                    h,
+                );
+                let h = clamp01(h);
+                let s = clamp01(_mm256_mul_ps(s, sat));
+                let v = clamp01(_mm256_mul_ps(v, val));
 
-            let h6 = _mm256_mul_ps(h, six);
-            let i = _mm256_cvttps_epi32(h6);
-            let f = _mm256_sub_ps(h6, _mm256_cvtepi32_ps(i));
-            let pp = _mm256_mul_ps(v, _mm256_sub_ps(one, s));
-            let q = _mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, f)));
-            let t = _mm256_mul_ps(
-                v,
-                _mm256_sub_ps(one, _mm256_mul_ps(s, _mm256_sub_ps(one, f))),
+                let h6 = _mm256_mul_ps(h, six);
+                let i = _mm256_cvttps_epi32(h6);
+                let f = _mm256_sub_ps(h6, _mm256_cvtepi32_ps(i));
+                let pp = _mm256_mul_ps(v, _mm256_sub_ps(one, s));
+                let q = _mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, f)));
+                let t = _mm256_mul_ps(
+                    v,
+                    _mm256_sub_ps(one, _mm256_mul_ps(s, _mm256_sub_ps(one, f))),
+                );
+                let is = |c: i32| _mm256_castsi256_ps(_mm256_cmpeq_epi32(i, _mm256_set1_epi32(c)));
+                let (i1, i2, i3, i4, i5) = (is(1), is(2), is(3), is(4), is(5));
+                let or = |a: __m256, b: __m256| _mm256_or_ps(a, b);
+                let out_r = sel(i1, q, sel(or(i2, i3), pp, sel(i4, t, v)));
+                let out_g = sel(or(i1, i2), v, sel(i3, q, sel(or(i4, i5), pp, t)));
+                let out_b = sel(or(i3, i4), v, sel(i2, t, sel(i5, q, pp)));
+                let (at, out) = if flip {
+                    (
+                        n - 8 - k,
+                        [out_r, out_g, out_b].map(|v| _mm256_permutevar8x32_ps(v, reverse)),
+                    )
+                } else {
+                    (k, [out_r, out_g, out_b])
+                };
+                _mm256_storeu_ps(r.as_mut_ptr().add(at) as *mut f32, out[0]);
+                _mm256_storeu_ps(g.as_mut_ptr().add(at) as *mut f32, out[1]);
+                _mm256_storeu_ps(b.as_mut_ptr().add(at) as *mut f32, out[2]);
+                k += 8;
+            }
+            // The last n - k pixels go to the end of the row, or mirrored to its start.
+            let tail = if flip { 0..n - k } else { k..n };
+            self.apply_row_impl(
+                &px[3 * k..3 * n],
+                &mut r[tail.clone()],
+                &mut g[tail.clone()],
+                &mut b[tail],
+                flip,
             );
-            let is = |c: i32| _mm256_castsi256_ps(_mm256_cmpeq_epi32(i, _mm256_set1_epi32(c)));
-            let (i1, i2, i3, i4, i5) = (is(1), is(2), is(3), is(4), is(5));
-            let or = |a: __m256, b: __m256| _mm256_or_ps(a, b);
-            let out_r = sel(i1, q, sel(or(i2, i3), pp, sel(i4, t, v)));
-            let out_g = sel(or(i1, i2), v, sel(i3, q, sel(or(i4, i5), pp, t)));
-            let out_b = sel(or(i3, i4), v, sel(i2, t, sel(i5, q, pp)));
-            let (at, out) = if flip {
-                (
-                    n - 8 - k,
-                    [out_r, out_g, out_b].map(|v| _mm256_permutevar8x32_ps(v, reverse)),
-                )
-            } else {
-                (k, [out_r, out_g, out_b])
-            };
-            _mm256_storeu_ps(r.as_mut_ptr().add(at) as *mut f32, out[0]);
-            _mm256_storeu_ps(g.as_mut_ptr().add(at) as *mut f32, out[1]);
-            _mm256_storeu_ps(b.as_mut_ptr().add(at) as *mut f32, out[2]);
-            k += 8;
         }
-        // The last n - k pixels go to the end of the row, or mirrored to its start.
-        let tail = if flip { 0..n - k } else { k..n };
-        self.apply_row_impl(
-            &px[3 * k..3 * n],
-            &mut r[tail.clone()],
-            &mut g[tail.clone()],
-            &mut b[tail],
-            flip,
-        );
     }
 
     #[inline(always)]

@@ -174,37 +174,42 @@ unsafe fn unit_row_avx2(
     g: &mut [MaybeUninit<f32>],
     b: &mut [MaybeUninit<f32>],
 ) -> usize {
-    use std::arch::x86_64::*;
-    let n = (px.len() / 3).min(r.len()).min(g.len()).min(b.len());
-    let masks = [
-        (
-            _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
-            _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, -1, -1, -1),
-        ),
-        (
-            _mm_setr_epi8(1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
-            _mm_setr_epi8(-1, -1, -1, -1, -1, 0, 3, 6, -1, -1, -1, -1, -1, -1, -1, -1),
-        ),
-        (
-            _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
-            _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1),
-        ),
-    ];
-    let d255 = _mm256_set1_ps(255.0);
-    let dst = [r.as_mut_ptr(), g.as_mut_ptr(), b.as_mut_ptr()];
-    let mut k = 0;
-    while k + 8 <= n {
-        let p = px.as_ptr().add(3 * k);
-        let lo = _mm_loadu_si128(p as *const __m128i);
-        let hi = _mm_loadl_epi64(p.add(16) as *const __m128i);
-        for (&(ml, mh), d) in masks.iter().zip(dst) {
-            let bytes = _mm_or_si128(_mm_shuffle_epi8(lo, ml), _mm_shuffle_epi8(hi, mh));
-            let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
-            _mm256_storeu_ps(d.add(k) as *mut f32, _mm256_div_ps(v, d255));
+    // SAFETY: the caller guarantees AVX2; with `k + 8 <= n`, the 24 bytes read at
+    // `3 * k` lie inside `px` (`n <= px.len() / 3`) and the 8 floats stored at `k` lie inside
+    // `r`, `g` and `b` (each at least `n` long).
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = (px.len() / 3).min(r.len()).min(g.len()).min(b.len());
+        let masks = [
+            (
+                _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+                _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, -1, -1, -1),
+            ),
+            (
+                _mm_setr_epi8(1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+                _mm_setr_epi8(-1, -1, -1, -1, -1, 0, 3, 6, -1, -1, -1, -1, -1, -1, -1, -1),
+            ),
+            (
+                _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+                _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1),
+            ),
+        ];
+        let d255 = _mm256_set1_ps(255.0);
+        let dst = [r.as_mut_ptr(), g.as_mut_ptr(), b.as_mut_ptr()];
+        let mut k = 0;
+        while k + 8 <= n {
+            let p = px.as_ptr().add(3 * k);
+            let lo = _mm_loadu_si128(p as *const __m128i);
+            let hi = _mm_loadl_epi64(p.add(16) as *const __m128i);
+            for (&(ml, mh), d) in masks.iter().zip(dst) {
+                let bytes = _mm_or_si128(_mm_shuffle_epi8(lo, ml), _mm_shuffle_epi8(hi, mh));
+                let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+                _mm256_storeu_ps(d.add(k) as *mut f32, _mm256_div_ps(v, d255));
+            }
+            k += 8;
         }
-        k += 8;
+        k
     }
-    k
 }
 
 /// `u8 -> f32` as keras-yolo3 computes it: `v / 255.` in f64, then stored as f32.

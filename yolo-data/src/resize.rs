@@ -330,170 +330,178 @@ unsafe fn horizontal_avx2(
     x0: usize,
     mid: &mut [u8],
 ) {
-    use std::arch::x86_64::*;
-    if rows == 0 || mid.is_empty() {
-        return;
-    }
-    let stride_mid = mid.len() / rows;
-    let ww = stride_mid / 3;
-    assert!(src.len() >= rows * stride_in && stride_in * 9 < i32::MAX as usize);
-    let (mut col_lo, mut col_hi) = (usize::MAX, 0);
-    for o in x0..x0 + ww {
-        col_lo = col_lo.min(t.start[o]);
-        col_hi = col_hi.max(t.start[o] + t.len[o]);
-    }
-    assert!(col_hi * 3 <= stride_in, "taps inside the row");
-    let ncols = col_hi - col_lo;
-    let mut cols = vec![_mm256_setzero_si256(); 3 * ncols];
-    let s = stride_in as i32;
-    let offs = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
-    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-    let byte = _mm256_set1_epi32(0xff);
-    let zero = _mm256_setzero_si256();
-    let max = _mm256_set1_epi32(255);
-    let pack = _mm256_setr_epi8(
-        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
-        14, -1, -1, -1, -1,
-    );
-    let rg_lo = _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1);
-    let rg_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, 0, 3, 6);
-    let b_lo = _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-    let b_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1);
-    let mut padded: Vec<u8> = Vec::new();
-    let mut r = 0;
-    while r < rows {
-        let valid = (rows - r).min(8);
-        // The 4-byte read of the last column ends 1 byte past it, so the block must be followed
-        // by at least one byte; otherwise (and for a short block) gather from a padded copy.
-        let base = if valid == 8 && (r + 7) * stride_in + col_hi * 3 < src.len() {
-            src.as_ptr().add(r * stride_in)
-        } else {
-            padded.clear();
-            padded.extend_from_slice(&src[r * stride_in..(r + valid) * stride_in]);
-            padded.resize(8 * stride_in + 1, 0);
-            padded.as_ptr()
-        };
-        // Columns 8 at a time: load each row's 24 bytes, split them into R, G, B bytes and
-        // transpose 8 rows x 8 columns of bytes, so that each column's 8 rows become one vector.
-        let mut x = 0;
-        while x + 8 <= ncols {
-            let mut rg = [_mm_setzero_si128(); 8];
-            let mut bb = [_mm_setzero_si128(); 8];
-            for j in 0..8 {
-                let p = base.add(j * stride_in + (col_lo + x) * 3);
-                let lo = _mm_loadu_si128(p as *const __m128i);
-                let hi = _mm_loadl_epi64(p.add(16) as *const __m128i);
-                rg[j] = _mm_or_si128(_mm_shuffle_epi8(lo, rg_lo), _mm_shuffle_epi8(hi, rg_hi));
-                bb[j] = _mm_or_si128(_mm_shuffle_epi8(lo, b_lo), _mm_shuffle_epi8(hi, b_hi));
-            }
-            // Byte transpose: 8 lines of 8 bytes (row j: columns 0..8) into 4 registers holding
-            // two columns each (8 bytes: rows 0..8).
-            let transpose = |l: [__m128i; 4]| {
-                let b0 = _mm_unpacklo_epi16(l[0], l[1]);
-                let b1 = _mm_unpackhi_epi16(l[0], l[1]);
-                let b2 = _mm_unpacklo_epi16(l[2], l[3]);
-                let b3 = _mm_unpackhi_epi16(l[2], l[3]);
-                [
-                    _mm_unpacklo_epi32(b0, b2),
-                    _mm_unpackhi_epi32(b0, b2),
-                    _mm_unpacklo_epi32(b1, b3),
-                    _mm_unpackhi_epi32(b1, b3),
-                ]
+    // SAFETY: the caller guarantees AVX2 (this function's contract); every pointer read
+    // stays inside `src` or the padded copy: the asserts bound `rows * stride_in` and the taps,
+    // and a block is read in place only when its last 4-byte gather ends inside `src`. Stores go
+    // to `dst`, a 24-byte slice of `mid`, and to the local `bytes` buffer.
+    unsafe {
+        use std::arch::x86_64::*;
+        if rows == 0 || mid.is_empty() {
+            return;
+        }
+        let stride_mid = mid.len() / rows;
+        let ww = stride_mid / 3;
+        assert!(src.len() >= rows * stride_in && stride_in * 9 < i32::MAX as usize);
+        let (mut col_lo, mut col_hi) = (usize::MAX, 0);
+        for o in x0..x0 + ww {
+            col_lo = col_lo.min(t.start[o]);
+            col_hi = col_hi.max(t.start[o] + t.len[o]);
+        }
+        assert!(col_hi * 3 <= stride_in, "taps inside the row");
+        let ncols = col_hi - col_lo;
+        let mut cols = vec![_mm256_setzero_si256(); 3 * ncols];
+        let s = stride_in as i32;
+        let offs = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
+        let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let byte = _mm256_set1_epi32(0xff);
+        let zero = _mm256_setzero_si256();
+        let max = _mm256_set1_epi32(255);
+        let pack = _mm256_setr_epi8(
+            0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12,
+            13, 14, -1, -1, -1, -1,
+        );
+        let rg_lo = _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1);
+        let rg_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, 0, 3, 6);
+        let b_lo = _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        let b_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+        let mut padded: Vec<u8> = Vec::new();
+        let mut r = 0;
+        while r < rows {
+            let valid = (rows - r).min(8);
+            // The 4-byte read of the last column ends 1 byte past it, so the block must be followed
+            // by at least one byte; otherwise (and for a short block) gather from a padded copy.
+            let base = if valid == 8 && (r + 7) * stride_in + col_hi * 3 < src.len() {
+                src.as_ptr().add(r * stride_in)
+            } else {
+                padded.clear();
+                padded.extend_from_slice(&src[r * stride_in..(r + valid) * stride_in]);
+                padded.resize(8 * stride_in + 1, 0);
+                padded.as_ptr()
             };
-            let pairs = |f: fn(__m128i, __m128i) -> __m128i, l: &[__m128i; 8]| {
-                [f(l[0], l[1]), f(l[2], l[3]), f(l[4], l[5]), f(l[6], l[7])]
-            };
-            let red = transpose(pairs(_mm_unpacklo_epi8, &rg));
-            let green = transpose(pairs(_mm_unpackhi_epi8, &rg));
-            let blue = transpose(pairs(_mm_unpacklo_epi8, &bb));
-            for (ch, two) in [red, green, blue].iter().enumerate() {
-                for (m, &v) in two.iter().enumerate() {
-                    cols[(x + 2 * m) * 3 + ch] = _mm256_cvtepu8_epi32(v);
-                    cols[(x + 2 * m + 1) * 3 + ch] = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v, v));
+            // Columns 8 at a time: load each row's 24 bytes, split them into R, G, B bytes and
+            // transpose 8 rows x 8 columns of bytes, so that each column's 8 rows become one vector.
+            let mut x = 0;
+            while x + 8 <= ncols {
+                let mut rg = [_mm_setzero_si128(); 8];
+                let mut bb = [_mm_setzero_si128(); 8];
+                for j in 0..8 {
+                    let p = base.add(j * stride_in + (col_lo + x) * 3);
+                    let lo = _mm_loadu_si128(p as *const __m128i);
+                    let hi = _mm_loadl_epi64(p.add(16) as *const __m128i);
+                    rg[j] = _mm_or_si128(_mm_shuffle_epi8(lo, rg_lo), _mm_shuffle_epi8(hi, rg_hi));
+                    bb[j] = _mm_or_si128(_mm_shuffle_epi8(lo, b_lo), _mm_shuffle_epi8(hi, b_hi));
                 }
-            }
-            x += 8;
-        }
-        for (x, c) in cols.chunks_exact_mut(3).enumerate().skip(x) {
-            let p = base.add((col_lo + x) * 3) as *const i32;
-            let v = _mm256_i32gather_epi32::<1>(p, offs);
-            c[0] = _mm256_and_si256(v, byte);
-            c[1] = _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte);
-            c[2] = _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte);
-        }
-        let mut i0 = 0;
-        while i0 < ww {
-            let count = (ww - i0).min(8);
-            // px[k] lane j = output pixel i0 + k of row r + j, as the bytes R, G, B, 0.
-            let mut px = [zero; 8];
-            for (k, pk) in px.iter_mut().enumerate().take(count) {
-                let o = x0 + i0 + k;
-                let (mut ar, mut ag, mut ab) = (half, half, half);
-                let first = &cols[(t.start[o] - col_lo) * 3..];
-                for (c, &w) in first.chunks_exact(3).zip(t.weights(o)) {
-                    let kv = _mm256_set1_epi32(w);
-                    ar = _mm256_add_epi32(ar, _mm256_mullo_epi32(c[0], kv));
-                    ag = _mm256_add_epi32(ag, _mm256_mullo_epi32(c[1], kv));
-                    ab = _mm256_add_epi32(ab, _mm256_mullo_epi32(c[2], kv));
+                // Byte transpose: 8 lines of 8 bytes (row j: columns 0..8) into 4 registers holding
+                // two columns each (8 bytes: rows 0..8).
+                let transpose = |l: [__m128i; 4]| {
+                    let b0 = _mm_unpacklo_epi16(l[0], l[1]);
+                    let b1 = _mm_unpackhi_epi16(l[0], l[1]);
+                    let b2 = _mm_unpacklo_epi16(l[2], l[3]);
+                    let b3 = _mm_unpackhi_epi16(l[2], l[3]);
+                    [
+                        _mm_unpacklo_epi32(b0, b2),
+                        _mm_unpackhi_epi32(b0, b2),
+                        _mm_unpacklo_epi32(b1, b3),
+                        _mm_unpackhi_epi32(b1, b3),
+                    ]
+                };
+                let pairs = |f: fn(__m128i, __m128i) -> __m128i, l: &[__m128i; 8]| {
+                    [f(l[0], l[1]), f(l[2], l[3]), f(l[4], l[5]), f(l[6], l[7])]
+                };
+                let red = transpose(pairs(_mm_unpacklo_epi8, &rg));
+                let green = transpose(pairs(_mm_unpackhi_epi8, &rg));
+                let blue = transpose(pairs(_mm_unpacklo_epi8, &bb));
+                for (ch, two) in [red, green, blue].iter().enumerate() {
+                    for (m, &v) in two.iter().enumerate() {
+                        cols[(x + 2 * m) * 3 + ch] = _mm256_cvtepu8_epi32(v);
+                        cols[(x + 2 * m + 1) * 3 + ch] =
+                            _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v, v));
+                    }
                 }
-                let clamp =
-                    |a| _mm256_min_epi32(_mm256_max_epi32(_mm256_srai_epi32::<22>(a), zero), max);
-                *pk = _mm256_or_si256(
-                    _mm256_or_si256(clamp(ar), _mm256_slli_epi32::<8>(clamp(ag))),
-                    _mm256_slli_epi32::<16>(clamp(ab)),
-                );
+                x += 8;
             }
-            // 8x8 transpose of 32-bit values: rows[j] lane k = output pixel i0 + k of row r + j.
-            let t0 = _mm256_unpacklo_epi32(px[0], px[1]);
-            let t1 = _mm256_unpackhi_epi32(px[0], px[1]);
-            let t2 = _mm256_unpacklo_epi32(px[2], px[3]);
-            let t3 = _mm256_unpackhi_epi32(px[2], px[3]);
-            let t4 = _mm256_unpacklo_epi32(px[4], px[5]);
-            let t5 = _mm256_unpackhi_epi32(px[4], px[5]);
-            let t6 = _mm256_unpacklo_epi32(px[6], px[7]);
-            let t7 = _mm256_unpackhi_epi32(px[6], px[7]);
-            let u0 = _mm256_unpacklo_epi64(t0, t2);
-            let u1 = _mm256_unpackhi_epi64(t0, t2);
-            let u2 = _mm256_unpacklo_epi64(t1, t3);
-            let u3 = _mm256_unpackhi_epi64(t1, t3);
-            let u4 = _mm256_unpacklo_epi64(t4, t6);
-            let u5 = _mm256_unpackhi_epi64(t4, t6);
-            let u6 = _mm256_unpacklo_epi64(t5, t7);
-            let u7 = _mm256_unpackhi_epi64(t5, t7);
-            let rows8 = [
-                _mm256_permute2x128_si256::<0x20>(u0, u4),
-                _mm256_permute2x128_si256::<0x20>(u1, u5),
-                _mm256_permute2x128_si256::<0x20>(u2, u6),
-                _mm256_permute2x128_si256::<0x20>(u3, u7),
-                _mm256_permute2x128_si256::<0x31>(u0, u4),
-                _mm256_permute2x128_si256::<0x31>(u1, u5),
-                _mm256_permute2x128_si256::<0x31>(u2, u6),
-                _mm256_permute2x128_si256::<0x31>(u3, u7),
-            ];
-            for (j, &row) in rows8.iter().enumerate().take(valid) {
-                // Drop the zero bytes: each 128-bit half holds 4 pixels in its first 12 bytes.
-                let packed = _mm256_shuffle_epi8(row, pack);
-                let at = (r + j) * stride_mid + i0 * 3;
-                if count == 8 {
-                    let dst = &mut mid[at..at + 24];
-                    let lo = _mm256_castsi256_si128(packed);
-                    let hi = _mm256_extracti128_si256::<1>(packed);
-                    _mm_storel_epi64(dst.as_mut_ptr() as *mut __m128i, lo);
-                    dst[8..12].copy_from_slice(&_mm_extract_epi32::<2>(lo).to_le_bytes());
-                    _mm_storel_epi64(dst.as_mut_ptr().add(12) as *mut __m128i, hi);
-                    dst[20..24].copy_from_slice(&_mm_extract_epi32::<2>(hi).to_le_bytes());
-                } else {
-                    let mut bytes = [0u8; 32];
-                    _mm256_storeu_si256(bytes.as_mut_ptr() as *mut __m256i, packed);
-                    let n_lo = count.min(4) * 3;
-                    mid[at..at + n_lo].copy_from_slice(&bytes[..n_lo]);
-                    let n_hi = count * 3 - n_lo;
-                    mid[at + n_lo..at + n_lo + n_hi].copy_from_slice(&bytes[16..16 + n_hi]);
+            for (x, c) in cols.chunks_exact_mut(3).enumerate().skip(x) {
+                let p = base.add((col_lo + x) * 3) as *const i32;
+                let v = _mm256_i32gather_epi32::<1>(p, offs);
+                c[0] = _mm256_and_si256(v, byte);
+                c[1] = _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte);
+                c[2] = _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte);
+            }
+            let mut i0 = 0;
+            while i0 < ww {
+                let count = (ww - i0).min(8);
+                // px[k] lane j = output pixel i0 + k of row r + j, as the bytes R, G, B, 0.
+                let mut px = [zero; 8];
+                for (k, pk) in px.iter_mut().enumerate().take(count) {
+                    let o = x0 + i0 + k;
+                    let (mut ar, mut ag, mut ab) = (half, half, half);
+                    let first = &cols[(t.start[o] - col_lo) * 3..];
+                    for (c, &w) in first.chunks_exact(3).zip(t.weights(o)) {
+                        let kv = _mm256_set1_epi32(w);
+                        ar = _mm256_add_epi32(ar, _mm256_mullo_epi32(c[0], kv));
+                        ag = _mm256_add_epi32(ag, _mm256_mullo_epi32(c[1], kv));
+                        ab = _mm256_add_epi32(ab, _mm256_mullo_epi32(c[2], kv));
+                    }
+                    let clamp = |a| {
+                        _mm256_min_epi32(_mm256_max_epi32(_mm256_srai_epi32::<22>(a), zero), max)
+                    };
+                    *pk = _mm256_or_si256(
+                        _mm256_or_si256(clamp(ar), _mm256_slli_epi32::<8>(clamp(ag))),
+                        _mm256_slli_epi32::<16>(clamp(ab)),
+                    );
                 }
+                // 8x8 transpose of 32-bit values: rows[j] lane k = output pixel i0 + k of row r + j.
+                let t0 = _mm256_unpacklo_epi32(px[0], px[1]);
+                let t1 = _mm256_unpackhi_epi32(px[0], px[1]);
+                let t2 = _mm256_unpacklo_epi32(px[2], px[3]);
+                let t3 = _mm256_unpackhi_epi32(px[2], px[3]);
+                let t4 = _mm256_unpacklo_epi32(px[4], px[5]);
+                let t5 = _mm256_unpackhi_epi32(px[4], px[5]);
+                let t6 = _mm256_unpacklo_epi32(px[6], px[7]);
+                let t7 = _mm256_unpackhi_epi32(px[6], px[7]);
+                let u0 = _mm256_unpacklo_epi64(t0, t2);
+                let u1 = _mm256_unpackhi_epi64(t0, t2);
+                let u2 = _mm256_unpacklo_epi64(t1, t3);
+                let u3 = _mm256_unpackhi_epi64(t1, t3);
+                let u4 = _mm256_unpacklo_epi64(t4, t6);
+                let u5 = _mm256_unpackhi_epi64(t4, t6);
+                let u6 = _mm256_unpacklo_epi64(t5, t7);
+                let u7 = _mm256_unpackhi_epi64(t5, t7);
+                let rows8 = [
+                    _mm256_permute2x128_si256::<0x20>(u0, u4),
+                    _mm256_permute2x128_si256::<0x20>(u1, u5),
+                    _mm256_permute2x128_si256::<0x20>(u2, u6),
+                    _mm256_permute2x128_si256::<0x20>(u3, u7),
+                    _mm256_permute2x128_si256::<0x31>(u0, u4),
+                    _mm256_permute2x128_si256::<0x31>(u1, u5),
+                    _mm256_permute2x128_si256::<0x31>(u2, u6),
+                    _mm256_permute2x128_si256::<0x31>(u3, u7),
+                ];
+                for (j, &row) in rows8.iter().enumerate().take(valid) {
+                    // Drop the zero bytes: each 128-bit half holds 4 pixels in its first 12 bytes.
+                    let packed = _mm256_shuffle_epi8(row, pack);
+                    let at = (r + j) * stride_mid + i0 * 3;
+                    if count == 8 {
+                        let dst = &mut mid[at..at + 24];
+                        let lo = _mm256_castsi256_si128(packed);
+                        let hi = _mm256_extracti128_si256::<1>(packed);
+                        _mm_storel_epi64(dst.as_mut_ptr() as *mut __m128i, lo);
+                        dst[8..12].copy_from_slice(&_mm_extract_epi32::<2>(lo).to_le_bytes());
+                        _mm_storel_epi64(dst.as_mut_ptr().add(12) as *mut __m128i, hi);
+                        dst[20..24].copy_from_slice(&_mm_extract_epi32::<2>(hi).to_le_bytes());
+                    } else {
+                        let mut bytes = [0u8; 32];
+                        _mm256_storeu_si256(bytes.as_mut_ptr() as *mut __m256i, packed);
+                        let n_lo = count.min(4) * 3;
+                        mid[at..at + n_lo].copy_from_slice(&bytes[..n_lo]);
+                        let n_hi = count * 3 - n_lo;
+                        mid[at + n_lo..at + n_lo + n_hi].copy_from_slice(&bytes[16..16 + n_hi]);
+                    }
+                }
+                i0 += count;
             }
-            i0 += count;
+            r += valid;
         }
-        r += valid;
     }
 }
 
@@ -574,38 +582,44 @@ unsafe fn convolve_rows_avx2(
     weights: &[i32],
     out: &mut [u8],
 ) -> usize {
-    use std::arch::x86_64::*;
-    let len = out.len();
-    let base = src.as_ptr().add(first * stride);
-    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let mut x = 0;
-    while x + 32 <= len {
-        let (mut a0, mut a1, mut a2, mut a3) = (half, half, half, half);
-        for (t, &k) in weights.iter().enumerate() {
-            let kv = _mm256_set1_epi32(k);
-            let p = base.add(t * stride + x);
-            let v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
-            let v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(8) as *const __m128i));
-            let v2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(16) as *const __m128i));
-            let v3 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(24) as *const __m128i));
-            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(v0, kv));
-            a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(v1, kv));
-            a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(v2, kv));
-            a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(v3, kv));
+    // SAFETY: the caller guarantees AVX2 and that `src` holds
+    // `(first + weights.len() - 1) * stride + out.len()` bytes, so each 32-byte read at
+    // `(first + t) * stride + x` with `x + 32 <= out.len()` is inside `src`; the 32-byte store at
+    // `x` is inside `out`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let len = out.len();
+        let base = src.as_ptr().add(first * stride);
+        let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut x = 0;
+        while x + 32 <= len {
+            let (mut a0, mut a1, mut a2, mut a3) = (half, half, half, half);
+            for (t, &k) in weights.iter().enumerate() {
+                let kv = _mm256_set1_epi32(k);
+                let p = base.add(t * stride + x);
+                let v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+                let v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(8) as *const __m128i));
+                let v2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(16) as *const __m128i));
+                let v3 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(24) as *const __m128i));
+                a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(v0, kv));
+                a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(v1, kv));
+                a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(v2, kv));
+                a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(v3, kv));
+            }
+            let s0 = _mm256_srai_epi32::<22>(a0);
+            let s1 = _mm256_srai_epi32::<22>(a1);
+            let s2 = _mm256_srai_epi32::<22>(a2);
+            let s3 = _mm256_srai_epi32::<22>(a3);
+            // packs/packus work per 128-bit lane; the permute restores the 4-byte groups' order.
+            let p01 = _mm256_packs_epi32(s0, s1);
+            let p23 = _mm256_packs_epi32(s2, s3);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), order);
+            _mm256_storeu_si256(out.as_mut_ptr().add(x) as *mut __m256i, bytes);
+            x += 32;
         }
-        let s0 = _mm256_srai_epi32::<22>(a0);
-        let s1 = _mm256_srai_epi32::<22>(a1);
-        let s2 = _mm256_srai_epi32::<22>(a2);
-        let s3 = _mm256_srai_epi32::<22>(a3);
-        // packs/packus work per 128-bit lane; the permute restores the 4-byte groups' order.
-        let p01 = _mm256_packs_epi32(s0, s1);
-        let p23 = _mm256_packs_epi32(s2, s3);
-        let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), order);
-        _mm256_storeu_si256(out.as_mut_ptr().add(x) as *mut __m256i, bytes);
-        x += 32;
+        x
     }
-    x
 }
 
 #[cfg(test)]

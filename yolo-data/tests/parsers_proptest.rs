@@ -13,6 +13,7 @@ use yolo_data::{
     check_annotation_bytes, parse_anchors, parse_annotations, parse_classes, parse_coco,
     parse_voc_xml, CheckOptions, CocoOptions, ProblemKind,
 };
+use yolo_testutil::Mutation;
 
 const VOC: &str = r#"<annotation>
   <folder>VOC2007</folder>
@@ -77,62 +78,13 @@ const INTERESTING: &[&str] = &[
     "\u{10ffff}",
 ];
 
-/// One mutation of a byte string.
-#[derive(Clone, Debug)]
-enum Mutation {
-    Delete(usize, usize),
-    Insert(usize, u8),
-    Replace(usize, u8),
-    Duplicate(usize, usize),
-    Splice(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 1usize..16).prop_map(|(p, n)| Mutation::Delete(p, n)),
-        (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Insert(p, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Replace(p, b)),
-        (any::<usize>(), 1usize..64).prop_map(|(p, n)| Mutation::Duplicate(p, n)),
-        (any::<usize>(), 0..INTERESTING.len()).prop_map(|(p, t)| Mutation::Splice(p, t)),
-    ]
-}
-
 /// Applies the mutations in order (positions wrap around the current length).
 fn mutate(base: &str, ms: &[Mutation]) -> Vec<u8> {
-    let mut v = base.as_bytes().to_vec();
-    for m in ms {
-        let len = v.len().max(1);
-        match *m {
-            Mutation::Delete(p, n) => {
-                let p = p % len;
-                let end = (p + n).min(v.len());
-                if p < end {
-                    v.drain(p..end);
-                }
-            }
-            Mutation::Insert(p, b) => v.insert(p % (v.len() + 1), b),
-            Mutation::Replace(p, b) => {
-                if !v.is_empty() {
-                    v[p % len] = b;
-                }
-            }
-            Mutation::Duplicate(p, n) => {
-                let p = p % len;
-                let end = (p + n).min(v.len());
-                let chunk = v[p.min(end)..end].to_vec();
-                v.splice(end..end, chunk);
-            }
-            Mutation::Splice(p, t) => {
-                let p = p % (v.len() + 1);
-                v.splice(p..p, INTERESTING[t].bytes());
-            }
-        }
-    }
-    v
+    yolo_testutil::mutate(base.as_bytes(), ms, INTERESTING, None)
 }
 
 fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    proptest::collection::vec(mutation(), 1..8)
+    yolo_testutil::mutations(INTERESTING.len())
 }
 
 fn voc_ok(text: &str) -> Result<(), TestCaseError> {

@@ -1,6 +1,6 @@
 //! Pins the exact bytes of `get_random_data` (both paths), `augment_with_params` and the batch
 //! loader on synthetic images: FNV-1a hashes of the f32 bits and boxes, recorded before the
-//! data-pipeline speed work (issue 2) so that faster code provably returns the same values.
+//! data-pipeline speed work so that faster code provably returns the same values.
 //! A change here means the pipeline's output changed: only update the constants on purpose.
 
 use std::path::Path;

@@ -340,7 +340,8 @@ mod tests {
         );
     }
 
-    /// Stable form: finite and exact limits for saturated logits (keras-yolo3 issue #79's NaNs).
+    /// Stable form: finite and exact limits for saturated logits, where a naive
+    /// `log(sigmoid(x))` gives infinities and NaNs.
     #[test]
     fn bce_is_stable_for_large_logits() {
         // log(1 + e^-100) = 3.7e-44, a denormal: right, and no overflow.

@@ -7,8 +7,11 @@ pub enum LossError {
     /// A tensor does not have the shape the function needs; `what` names the argument.
     #[error("{what}: expected shape {expected}, got {got:?}")]
     Shape {
+        /// The argument.
         what: String,
+        /// The shape it should have, in words.
         expected: String,
+        /// The shape it has.
         got: Vec<usize>,
     },
     /// The number of anchors or outputs does not fit keras-yolo3's layouts (9 anchors for 3
@@ -18,7 +21,9 @@ pub enum LossError {
     /// A tensor has a dtype other than f32.
     #[error("{what}: expected dtype f32, got {got:?}")]
     DType {
+        /// The argument.
         what: String,
+        /// The dtype it has.
         got: candle_core::DType,
     },
     /// An error raised by candle.

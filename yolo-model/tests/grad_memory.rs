@@ -2,7 +2,7 @@
 //! still records a backward graph keeps every intermediate of that graph alive until the gradient
 //! store is dropped. candle's composed `w.sqr().sum_all()` did that for keras-yolo3's L2 kernel
 //! penalty (`l2(5e-4)`): about six kernel-sized buffers per kernel, 1.5 GB of YOLOv3's all-trainable
-//! step at batch 4 (issue 7's peak-memory target).
+//! step at batch 4.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};

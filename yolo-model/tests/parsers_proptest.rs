@@ -14,6 +14,7 @@ use yolo_model::{
     cfg_convs, check_cfg_matches, darknet_cfg, load_checkpoint_partial, load_darknet_weights,
     parse_cfg, DarknetHeader, ModelError, YoloBody, YoloConfig,
 };
+use yolo_testutil::Mutation;
 
 /// A tiny YOLOv3 (1 class) built once and shared by every case (loads only ever overwrite values).
 fn tiny() -> &'static (VarMap, YoloConfig) {
@@ -61,62 +62,14 @@ const INTERESTING: &[&str] = &[
     "é",
 ];
 
-#[derive(Clone, Debug)]
-enum Mutation {
-    Delete(usize, usize),
-    Insert(usize, u8),
-    Replace(usize, u8),
-    Duplicate(usize, usize),
-    Splice(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 1usize..16).prop_map(|(p, n)| Mutation::Delete(p, n)),
-        (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Insert(p, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Replace(p, b)),
-        (any::<usize>(), 1usize..64).prop_map(|(p, n)| Mutation::Duplicate(p, n)),
-        (any::<usize>(), 0..INTERESTING.len()).prop_map(|(p, t)| Mutation::Splice(p, t)),
-    ]
-}
-
 fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    proptest::collection::vec(mutation(), 1..8)
+    yolo_testutil::mutations(INTERESTING.len())
 }
 
 /// Applies the mutations in order (positions wrap around the current length); `limit` keeps
 /// mutations inside the first `limit` bytes (e.g. a header), when given.
 fn mutate(base: &[u8], ms: &[Mutation], limit: Option<usize>) -> Vec<u8> {
-    let mut v = base.to_vec();
-    for m in ms {
-        let len = limit.unwrap_or(v.len()).min(v.len()).max(1);
-        match *m {
-            Mutation::Delete(p, n) => {
-                let p = p % len;
-                let end = (p + n).min(v.len());
-                if p < end {
-                    v.drain(p..end);
-                }
-            }
-            Mutation::Insert(p, b) => v.insert(p % (len + 1).min(v.len() + 1), b),
-            Mutation::Replace(p, b) => {
-                if !v.is_empty() {
-                    v[p % len] = b;
-                }
-            }
-            Mutation::Duplicate(p, n) => {
-                let p = p % len;
-                let end = (p + n).min(v.len());
-                let chunk = v[p.min(end)..end].to_vec();
-                v.splice(end..end, chunk);
-            }
-            Mutation::Splice(p, t) => {
-                let p = p % (len + 1).min(v.len() + 1);
-                v.splice(p..p, INTERESTING[t].bytes());
-            }
-        }
-    }
-    v
+    yolo_testutil::mutate(base, ms, INTERESTING, limit)
 }
 
 /// A cfg error names the file, and a line only when it has one (never the non-line 0).

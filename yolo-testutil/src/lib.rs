@@ -1,5 +1,6 @@
 //! Test support shared by the workspace's tests and benches: finds the `shared/` folder that sits
-//! beside the checkout (fixtures, the raccoon dataset) and reads fixture tensors.
+//! beside the checkout (fixtures, the raccoon dataset), reads fixture tensors, and mutates valid
+//! files for the parsers' property tests ([`mutate`]).
 //!
 //! Policy (from the developers' guide): when `CI=true` a missing fixture fails the test; elsewhere
 //! the test prints that it was skipped and returns. Tests whose top-level resource (e.g.
@@ -8,6 +9,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+mod mutation;
+
+pub use mutation::{mutate, mutation, mutations, Mutation};
 
 /// The `shared/` folder: `$YOLO_SHARED_DIR` if set, else the first `shared/` found walking up from
 /// this crate's manifest directory (the checkout's sibling in both the dev tree and CI).

@@ -50,7 +50,7 @@ pub struct BenchCase {
     pub tf_seconds: Option<f64>,
 }
 
-/// The cases of issue 7's table at `size` (the TensorFlow figures apply at 416 only).
+/// The cases of the training-speed table at `size` (the TensorFlow figures apply at 416 only).
 pub fn default_cases(size: usize) -> Vec<BenchCase> {
     let tf = |s: f64| if size == 416 { Some(s) } else { None };
     let case = |name: &str, variant, batch, freeze, kind, tf_s| BenchCase {
@@ -117,7 +117,7 @@ pub struct BenchResult {
     /// Images per second.
     pub images_per_s: f64,
     /// Effective GFLOP/s: forward FLOPs of what runs, with the backward counted as 2x forward for
-    /// all-trainable steps and the cached output-conv step (issue 7's convention).
+    /// all-trainable steps and the cached output-conv step (the training-speed table's convention).
     pub gflops: f64,
     /// `gflops` / the GEMM reference rate.
     pub gemm_ratio: Option<f64>,

@@ -26,8 +26,10 @@ pub fn ramped_decay(decay: f64, tau: f64, updates: u64) -> f64 {
 }
 
 /// One EMA update of a value: `ema + (1 - d) * (x - ema)`, i.e. `d * ema + (1 - d) * x`, written
-/// so that a value that has not changed (a frozen layer) stays bit-identical.
-pub fn ema_step(ema: f64, x: f64, d: f64) -> f64 {
+/// so that a value that has not changed (a frozen layer) stays bit-identical. The tests' reference
+/// for what the tensor update computes.
+#[cfg(test)]
+fn ema_step(ema: f64, x: f64, d: f64) -> f64 {
     ema + (1.0 - d) * (x - ema)
 }
 

@@ -27,74 +27,82 @@ mod epoch_end;
 mod open;
 mod phase_end;
 mod run_files;
-pub mod schedule;
-pub mod trainer;
+mod schedule;
+mod trainer;
+pub use open::{load_initial_weights, stderr_log};
+pub use schedule::{plan, CheckpointScope, DataSource, PhasePlan};
+pub use trainer::{RunOutcome, Trainer};
 
 // Configuration, run state and the run folder.
-pub mod config;
-pub mod run_dir;
-pub mod state;
+mod config;
+mod run_dir;
+mod state;
+pub use config::{toml_quote, CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
+pub use state::RunState;
 
 // Optimisation: Adam, learning-rate schedules, callbacks, weights average.
-pub mod adam;
-pub mod adam_cpu;
-pub mod callbacks;
-pub mod ema;
-pub mod lr_schedule;
-
-// Data: the dataset, its split, the bottleneck cache.
-pub mod bottleneck;
-pub mod cache;
-pub mod dataset;
-pub mod split;
-
-// Models: initialisation, where weights come from, conversion, best model.
-pub mod best_model;
-pub mod convert;
-pub mod init;
-pub mod model_source;
-
-// What a run reports: metrics, plots, progress, evaluation.
-pub mod evaluate;
-pub mod metrics;
-pub mod plot;
-pub mod progress;
-
-// Around training: devices, interruption, atomic writes, errors.
-pub mod atomic;
-pub mod device;
-pub mod error;
-pub mod interrupt;
-
-// Tools built on the trainer: benchmark, demo, seed study.
-pub mod bench;
-pub mod demo;
-pub mod seed_study;
-
+mod adam;
+mod adam_cpu;
+mod callbacks;
+mod ema;
+mod lr_schedule;
 pub use adam::{Adam, AdamConfig};
-pub use atomic::atomic_write;
-pub use bench::{
-    default_cases, gemm_reference_gflops, run_case, BenchCase, BenchKind, BenchResult,
-};
-pub use best_model::{BestModel, BestMonitor};
-pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
 pub use callbacks::{
     CheckpointMonitor, EarlyStopping, ModelCheckpoint, MonitorMode, ReduceLrOnPlateau,
 };
-pub use config::{toml_quote, CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
-pub use dataset::{DataCheck, Dataset, SKIPPED_SAMPLES_FILE};
-pub use device::{parse_device, set_generic_ops};
-pub use ema::Ema;
-pub use error::{Result, TrainError};
-pub use interrupt::{clear_stop, request_stop, stop_requested};
+pub use ema::{Ema, Swapped};
 pub use lr_schedule::{lr_at, LrSchedule, PhaseSchedule, ScheduleSpec};
-pub use metrics::{EpochRecord, LossStats};
-pub use model_source::{ModelRequest, ModelSource, Origins, BEST_WEIGHTS};
-pub use open::{load_initial_weights, stderr_log};
-pub use schedule::{plan, CheckpointScope, DataSource, PhasePlan};
-pub use seed_study::{
-    mean_sd, run_seed_study, summarize, write_study, MeanSd, SeedRun, StudySummary,
+
+// Data: the dataset, its split, the bottleneck cache.
+mod bottleneck;
+mod cache;
+mod dataset;
+mod split;
+pub use bottleneck::{build_cache, entry_boxes, fingerprint, BUILD_BATCH};
+pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
+pub use dataset::{
+    letterbox_batch, y_true_tensors, DataCheck, Dataset, LetterboxBatch, SKIPPED_SAMPLES_FILE,
 };
 pub use split::{split_train_val, Mt19937};
-pub use state::RunState;
-pub use trainer::{RunOutcome, Trainer};
+
+// Models: initialisation, where weights come from, conversion, best model.
+mod best_model;
+mod convert;
+mod init;
+mod model_source;
+pub use best_model::{BestModel, BestMonitor};
+pub use convert::{convert_weights, Converted, GivenClasses, WeightsFormat};
+pub use init::seeded_glorot_init;
+pub use model_source::{
+    read_cfg_model, run_weights, CfgModel, ModelRequest, ModelSource, Origins, BEST_WEIGHTS,
+};
+
+// What a run reports: metrics, plots, progress, evaluation.
+mod evaluate;
+mod metrics;
+mod plot;
+mod progress;
+pub use metrics::{EpochRecord, LossStats};
+
+// Around training: devices, interruption, atomic writes, errors.
+mod atomic;
+mod device;
+mod error;
+mod interrupt;
+pub use atomic::atomic_write;
+pub use device::{parse_device, set_generic_ops};
+pub use error::{Result, TrainError};
+pub use interrupt::{clear_stop, request_stop, stop_requested};
+
+// Tools built on the trainer: benchmark, demo, seed study.
+mod bench;
+mod demo;
+mod seed_study;
+pub use bench::{
+    default_cases, gemm_reference_gflops, run_case, BenchCase, BenchKind, BenchResult,
+};
+pub use demo::{run_demo, DemoConfig, DemoReport};
+pub use seed_study::{
+    describe_run, describe_summary, mean_sd, run_seed_study, summarize, write_study, MeanSd,
+    SeedRun, StudySummary,
+};

@@ -205,7 +205,8 @@ impl RunProgress {
     }
 
     /// The plans.
-    pub fn plans(&self) -> &[PhaseSteps] {
+    #[cfg(test)]
+    fn plans(&self) -> &[PhaseSteps] {
         &self.plans
     }
 

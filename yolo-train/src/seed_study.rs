@@ -114,8 +114,9 @@ pub fn summarize(runs: &[SeedRun]) -> StudySummary {
 /// Process CPU time so far (user + system, all threads), in seconds; NaN off Unix.
 #[cfg(unix)]
 pub fn process_cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the zeroed struct it is given.
+    // SAFETY: `rusage` is plain integers, for which all-zero bytes are a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable `rusage` that outlives the call.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
         return f64::NAN;
     }

@@ -10,7 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::{l2_penalty, trainable_vars, FreezeBody, YoloBody, YoloConfig};
-use yolo_train::init::seeded_glorot_init;
+use yolo_train::seeded_glorot_init;
 use yolo_train::{Adam, AdamConfig};
 
 /// Everything one step produces.

@@ -1,4 +1,4 @@
-//! `--weights` with a safetensors checkpoint that does not fit the model (issue 8): a tiny YOLOv3
+//! `--weights` with a safetensors checkpoint that does not fit the model: a tiny YOLOv3
 //! checkpoint for a YOLOv3 run and the reverse, or a file in which no name matches, is an error
 //! naming the file, what was expected and which setting to change; a checkpoint of the same
 //! variant with another class count still initialises everything but the output convs.

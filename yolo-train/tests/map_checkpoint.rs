@@ -1,4 +1,4 @@
-//! Validation mAP during training (issue 6, item 4): `map_every = 1` fills metrics.csv's `map`
+//! Validation mAP during training: `map_every = 1` fills metrics.csv's `map`
 //! column on every epoch, `checkpoint_monitor = "map"` makes Keras' `ModelCheckpoint(period,
 //! save_best_only=True)` compare mAP in mode max (files `ep..-loss..-val_loss..-map..`), and
 //! `resume` continues with the stored best.

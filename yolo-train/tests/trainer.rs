@@ -8,8 +8,8 @@ use candle_core::Tensor;
 use yolo_data::InputShape;
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::FreezeBody;
-use yolo_train::bottleneck::{build_cache, entry_boxes, fingerprint};
-use yolo_train::dataset::{letterbox_batch, y_true_tensors};
+use yolo_train::{build_cache, entry_boxes, fingerprint};
+use yolo_train::{letterbox_batch, y_true_tensors};
 use yolo_train::{stderr_log, BottleneckCache, CacheDtype, TrainError, Trainer};
 
 /// train_bottleneck.py trains the output convs on features of `bottleneck_model.predict` (the
@@ -111,8 +111,8 @@ fn bottleneck_cache_loss_equals_whole_frozen_model_loss() {
     assert!(BottleneckCache::open_matching(&path, &fp2).is_none());
 }
 
-/// keras-yolo3 issues #45/#305: a NaN loss must stop the phase with an error naming the phase,
-/// epoch, step and the batch's images.
+/// keras-yolo3 runs can diverge to a NaN loss: one must stop the phase with an error naming the
+/// phase, epoch, step and the batch's images.
 #[test]
 fn non_finite_loss_stops_with_phase_epoch_step_and_paths() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,5 @@
-//! `yolo bench`: quick training-step figures next to the machine's GEMM rate (issue 7's table).
+//! `yolo bench`: quick training-step figures next to the machine's GEMM rate and keras-yolo3's
+//! TensorFlow figures.
 
 use anyhow::Context;
 use yolo_train::{default_cases, gemm_reference_gflops, run_case};

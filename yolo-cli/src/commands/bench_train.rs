@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use yolo_train::seed_study::{describe_run, describe_summary};
 use yolo_train::TrainConfig;
+use yolo_train::{describe_run, describe_summary};
 
 use super::train;
 

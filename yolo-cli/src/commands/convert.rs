@@ -33,13 +33,13 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (input, run_tiny) = if a.input.is_dir() {
         let state = yolo_train::RunState::load(&a.input)?;
-        let w = yolo_train::model_source::run_weights(&a.input, &state)?;
+        let w = yolo_train::run_weights(&a.input, &state)?;
         (w, state.config.tiny)
     } else {
         (a.input.clone(), false)
     };
     let cfg = match &a.cfg {
-        Some(p) => Some((p, yolo_train::model_source::read_cfg_model(p)?)),
+        Some(p) => Some((p, yolo_train::read_cfg_model(p)?)),
         None => None,
     };
     let cfg_tiny = cfg

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use yolo_train::demo::{run_demo, DemoConfig};
 use yolo_train::PhaseKind;
+use yolo_train::{run_demo, DemoConfig};
 
 /// Options of `yolo demo`; with none it runs the default demo into `runs/demo`.
 #[derive(clap::Args, Debug)]

@@ -124,7 +124,7 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     let weights = match &a.weights {
         Some(w) if w.is_dir() => {
             let state = yolo_train::RunState::load(w)?;
-            Some(yolo_train::model_source::run_weights(w, &state)?)
+            Some(yolo_train::run_weights(w, &state)?)
         }
         w => w.clone(),
     };
@@ -153,7 +153,7 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
         o.push("overwrite=true".into());
     }
     if let Some(p) = &a.cfg {
-        let m = yolo_train::model_source::read_cfg_model(p)?;
+        let m = yolo_train::read_cfg_model(p)?;
         let tiny = m.variant == yolo_model::Variant::Tiny;
         if a.tiny && !tiny {
             anyhow::bail!(
