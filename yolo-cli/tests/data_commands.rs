@@ -363,7 +363,7 @@ fn convert_takes_the_darknet_cfg_and_a_run_folder() {
     let run = tmp.path().join("run");
     std::fs::create_dir(&run).unwrap();
     let cfg = yolo_train::TrainConfig {
-        tiny: true,
+        variant: yolo_model::Variant::Tiny,
         run_dir: run.clone(),
         ..Default::default()
     };

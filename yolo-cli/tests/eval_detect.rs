@@ -427,7 +427,7 @@ fn eval_run_uses_the_validation_split_and_latest_weights_of_a_run() {
         annotations: ann.clone(),
         classes,
         anchors: None,
-        tiny: true,
+        variant: yolo_model::Variant::Tiny,
         input: [64, 64],
         val_split: 0.5,
         run_dir: run.clone(),
@@ -473,7 +473,7 @@ fn detect_run_takes_classes_anchors_input_and_weights_from_the_run() {
         annotations: dir.path().join("unused.txt"),
         classes: classes.clone(),
         anchors: None,
-        tiny: true,
+        variant: yolo_model::Variant::Tiny,
         input: [64, 96],
         run_dir: run.clone(),
         ..Default::default()
@@ -499,7 +499,7 @@ fn detect_run_takes_classes_anchors_input_and_weights_from_the_run() {
             "model: tiny YOLOv3 (safetensors), 2 classes, from {}",
             run.join("trained_weights_stage_1.safetensors").display()
         ),
-        "  variant: the run's config.toml (tiny = true)".to_string(),
+        "  variant: the run's config.toml (variant = \"tiny\")".to_string(),
         format!("  classes: the run's classes file {}", classes.display()),
         "  anchors: 10,14,  23,27,  37,58,  81,82,  135,169,  344,319 from keras-yolo3's \
          tiny_yolo_anchors.txt (built in)"

@@ -68,7 +68,7 @@ fn train_with_the_darknet_cfg_uses_and_keeps_its_masks() {
     }
     let toml = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(toml.contains("darknet_cfg = "), "{toml}");
-    assert!(toml.contains("tiny = true"), "{toml}");
+    assert!(toml.contains("variant = \"tiny\""), "{toml}");
 
     let img = text.lines().next().unwrap().split(' ').next().unwrap();
     let out = yolo(&[

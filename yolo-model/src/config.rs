@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which keras-yolo3 network to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which keras-yolo3 network to build. Written as `"yolov3"` or `"tiny"`; read from those, from
+/// `"yolo_v3"` (older files) and from a bool (`tiny = true` in configs that predate the field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// `yolo_body`: Darknet-53 plus the three-scale head (strides 32, 16, 8).
     YoloV3,
@@ -22,6 +22,23 @@ impl Variant {
         }
     }
 
+    /// The serde name: `yolov3` or `tiny`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Variant::YoloV3 => "yolov3",
+            Variant::Tiny => "tiny",
+        }
+    }
+
+    /// The variant a name (`yolov3`, `yolo_v3`, `v3`, `tiny`, any case) stands for.
+    pub fn from_key(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "yolov3" | "yolo_v3" | "yolo-v3" | "v3" => Some(Variant::YoloV3),
+            "tiny" | "yolov3-tiny" | "yolov3_tiny" | "tiny_yolov3" => Some(Variant::Tiny),
+            _ => None,
+        }
+    }
+
     /// The name messages use: `YOLOv3` or `tiny YOLOv3`.
     pub fn name(self) -> &'static str {
         match self {
@@ -36,6 +53,35 @@ impl Variant {
             Variant::YoloV3 => Variant::Tiny,
             Variant::Tiny => Variant::YoloV3,
         }
+    }
+}
+
+impl Serialize for Variant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
+
+impl<'de> Deserialize<'de> for Variant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Variant;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"yolov3\" or \"tiny\" (or a bool: true for tiny)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, tiny: bool) -> Result<Variant, E> {
+                Ok(Variant::from_tiny(tiny))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Variant, E> {
+                Variant::from_key(s).ok_or_else(|| {
+                    E::custom(format!(
+                        "unknown variant `{s}`: expected \"yolov3\" or \"tiny\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

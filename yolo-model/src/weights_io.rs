@@ -322,8 +322,8 @@ pub fn check_weights_fit(report: &LoadReport, model_cfg: &YoloConfig, path: &Pat
     let other_name = variant_name(other.variant);
     if looks_other {
         let fix = match other.variant {
-            Variant::Tiny => "use --tiny (tiny = true)",
-            Variant::YoloV3 => "drop --tiny (tiny = false)",
+            Variant::Tiny => "use --tiny (variant = \"tiny\")",
+            Variant::YoloV3 => "drop --tiny (variant = \"yolov3\")",
         };
         msg.push_str(&format!(
             "; it looks like a {other_name} checkpoint ({in_other} of its {file_tensors} names \

@@ -18,9 +18,22 @@ fn config_serde_round_trip_and_names() {
     let json = serde_json::to_string(&cfg).unwrap();
     assert_eq!(
         json,
-        r#"{"variant":"yolo_v3","num_classes":20,"num_anchors":3}"#
+        r#"{"variant":"yolov3","num_classes":20,"num_anchors":3}"#
     );
     assert_eq!(serde_json::from_str::<YoloConfig>(&json).unwrap(), cfg);
+    // Older files: the snake_case name and the `tiny` bool.
+    let old = r#"{"variant":"yolo_v3","num_classes":20,"num_anchors":3}"#;
+    assert_eq!(serde_json::from_str::<YoloConfig>(old).unwrap(), cfg);
+    assert_eq!(
+        serde_json::from_str::<Variant>("true").unwrap(),
+        Variant::Tiny
+    );
+    assert_eq!(
+        serde_json::from_str::<Variant>("false").unwrap(),
+        Variant::YoloV3
+    );
+    let e = serde_json::from_str::<Variant>(r#""yolov4""#).unwrap_err();
+    assert!(e.to_string().contains("unknown variant `yolov4`"), "{e}");
     let f: FreezeBody = serde_json::from_str(r#""all_but_outputs""#).unwrap();
     assert_eq!(f, FreezeBody::AllButOutputs);
     assert_eq!(serde_json::to_string(&Variant::Tiny).unwrap(), r#""tiny""#);

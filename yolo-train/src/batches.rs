@@ -311,7 +311,7 @@ impl Trainer {
                 self.data.input,
                 &self.data.anchors,
                 cfg.cache_dtype,
-                cfg.variant() == yolo_model::Variant::Tiny,
+                cfg.variant == yolo_model::Variant::Tiny,
                 label,
             )?;
             let t = Instant::now();

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use yolo_data::{preprocess_true_boxes, BoxLabel, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
@@ -114,6 +115,13 @@ pub struct BenchResult {
     pub case: BenchCase,
     /// Median seconds per step (per image for [`BenchKind::Bottleneck`]).
     pub seconds: f64,
+    /// Every timed step's seconds, in order (per batch, also for the bottleneck case).
+    pub step_seconds: Vec<f64>,
+    /// The loss (yolo_loss + L2) of the first step, for the training-step cases: the same
+    /// seeded weights and inputs on every device, so CPU and GPU runs can be compared.
+    pub first_loss: Option<f64>,
+    /// The device the case ran on (`cpu`, `cuda:0`, ...).
+    pub device: String,
     /// Images per second.
     pub images_per_s: f64,
     /// Effective GFLOP/s: forward FLOPs of what runs, with the backward counted as 2x forward for
@@ -194,21 +202,40 @@ fn y_true(cfg: &YoloConfig, size: usize, batch: usize, dev: &Device) -> Result<V
         .collect()
 }
 
-/// Runs `warmup + steps` steps of `case` and returns the median of the timed ones.
-/// `gemm_gflops` (from [`gemm_reference_gflops`]) gives the ratio column.
+/// The bench input: `n` images of `s`x`s` uniform pixels drawn on the host from a fixed seed, so
+/// every device sees the same batch.
+fn seeded_images(n: usize, s: usize, dev: &Device) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let v: Vec<f32> = (0..n * 3 * s * s).map(|_| rng.random::<f32>()).collect();
+    Ok(Tensor::from_vec(v, (n, 3, s, s), dev)?)
+}
+
+/// A name for `dev` in reports: `cpu`, `cuda:N` or `metal:N`.
+fn device_name(dev: &Device) -> String {
+    match dev.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Runs `warmup + steps` steps of `case` on `dev` and returns the median of the timed ones.
+/// `gemm_gflops` (from [`gemm_reference_gflops`]) gives the ratio column. Every step ends with
+/// one host read (the loss, or one feature value), which is also what makes a GPU step's time
+/// the time of its work rather than of its launch.
 pub fn run_case(
     case: &BenchCase,
     steps: usize,
     warmup: usize,
     gemm_gflops: Option<f64>,
+    dev: &Device,
 ) -> Result<BenchResult> {
-    let dev = Device::Cpu;
     let cfg = YoloConfig::new(case.variant, 1);
-    let (varmap, model) = YoloBody::build(&cfg, 0, &dev)?;
+    let (varmap, model) = YoloBody::build(&cfg, 0, dev)?;
     let (anchors, _) = crate::model_source::default_anchors(cfg.variant);
     let (n, s) = (case.batch, case.size);
-    let x = Tensor::rand(0f32, 1.0, (n, 3, s, s), &dev)?;
-    let yt = y_true(&cfg, s, n, &dev)?;
+    let x = seeded_images(n, s, dev)?;
+    let yt = y_true(&cfg, s, n, dev)?;
     let loss_cfg = LossConfig::default();
     let total_flops = flops(&cfg, s, s);
     let mut adam = Adam::new(
@@ -221,6 +248,7 @@ pub fn run_case(
         _ => None,
     };
     let mut times = Vec::with_capacity(steps);
+    let mut first_loss = None;
     for i in 0..warmup + steps.max(1) {
         let t = Instant::now();
         match case.kind {
@@ -239,12 +267,17 @@ pub fn run_case(
                 let loss = (&parts.total + &l2)?;
                 let grads = loss.backward()?;
                 adam.step(&grads)?;
+                let v = loss.to_scalar::<f32>()?;
+                if i == 0 {
+                    first_loss = Some(f64::from(v));
+                }
             }
         }
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
         }
     }
+    let step_seconds = times.clone();
     let step_s = median(&mut times);
     // Forward FLOPs of the output convs alone (what the cached stage-0 step runs).
     let head_flops: f64 = conv_table(&cfg)
@@ -270,6 +303,9 @@ pub fn run_case(
     Ok(BenchResult {
         case: case.clone(),
         seconds,
+        step_seconds,
+        first_loss,
+        device: device_name(dev),
         images_per_s: images / seconds,
         gflops,
         gemm_ratio: gemm_gflops.map(|g| gflops / g),
@@ -310,8 +346,16 @@ mod tests {
             kind: BenchKind::Step,
             tf_seconds: Some(1.0),
         };
-        let r = run_case(&case, 1, 0, Some(100.0)).unwrap();
+        let r = run_case(&case, 2, 0, Some(100.0), &Device::Cpu).unwrap();
         assert!(r.seconds > 0.0);
+        assert_eq!(r.step_seconds.len(), 2);
+        assert_eq!(r.device, "cpu");
+        assert!((r.seconds - 0.5 * (r.step_seconds[0] + r.step_seconds[1])).abs() < 1e-12);
+        // Seeded weights and inputs: a second run's first loss is the same number.
+        let loss = r.first_loss.unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+        let again = run_case(&case, 1, 0, None, &Device::Cpu).unwrap();
+        assert_eq!(again.first_loss, Some(loss));
         assert!((r.images_per_s - 2.0 / r.seconds).abs() < 1e-9 * r.images_per_s);
         let expected_gflops = 3.0 * flops(&YoloConfig::tiny(1), 64, 64) * 2.0 / r.seconds / 1e9;
         assert!((r.gflops - expected_gflops).abs() < 1e-9 * expected_gflops);

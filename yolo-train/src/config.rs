@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use yolo_model::FreezeBody;
+use yolo_model::{FreezeBody, Variant};
 
 use crate::adam::AdamConfig;
 use crate::best_model::BestMonitor;
@@ -366,13 +366,15 @@ pub struct TrainConfig {
     pub anchors: Option<PathBuf>,
     /// A darknet `.cfg` (`yolov3.cfg`, `yolov3-tiny.cfg`) whose `[yolo]` sections give the
     /// anchors (unless `anchors` is set) and each output layer's anchor mask, as darknet uses
-    /// them; its number of `[yolo]` sections must agree with `tiny`. Its `classes=` may differ
+    /// them; its number of `[yolo]` sections must agree with `variant`. Its `classes=` may differ
     /// from the classes file (the output convs follow the classes file, as ultralytics overrides
     /// a model's `nc`). Absent: keras-yolo3's anchors and `anchor_mask`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub darknet_cfg: Option<PathBuf>,
-    /// Tiny YOLOv3 (6 anchors, 2 scales) instead of YOLOv3.
-    pub tiny: bool,
+    /// The network: `"yolov3"` (darknet53 `yolo_body`) or `"tiny"` (`tiny_yolo_body`, 6 anchors,
+    /// 2 scales). `tiny = true` / `false`, the older spelling, reads as the same setting.
+    #[serde(alias = "tiny")]
+    pub variant: Variant,
     /// Network input `[height, width]`, multiples of 32.
     pub input: [usize; 2],
     /// Fraction of the lines held out for validation (the last ones after the shuffle).
@@ -510,7 +512,7 @@ impl Default for TrainConfig {
             classes: PathBuf::from("model_data/voc_classes.txt"),
             anchors: None,
             darknet_cfg: None,
-            tiny: false,
+            variant: Variant::YoloV3,
             input: [416, 416],
             val_split: 0.1,
             split_seed: 10101,
@@ -564,11 +566,6 @@ impl TrainConfig {
             sizes: self.multi_scale.clone(),
             every: self.multi_scale_every,
         })
-    }
-
-    /// The network variant `tiny` selects (the one place that reads the flag).
-    pub fn variant(&self) -> yolo_model::Variant {
-        yolo_model::Variant::from_tiny(self.tiny)
     }
 
     /// The configuration of one phase.
@@ -809,6 +806,7 @@ fn apply_layer(
 ) -> std::result::Result<(), String> {
     let mut lengths = Vec::new();
     if let Some(lt) = layer.as_table_mut() {
+        spell_variant(lt)?;
         for p in PhaseKind::ALL {
             let Some(pt) = lt.get_mut(p.name()).and_then(|v| v.as_table_mut()) else {
                 continue;
@@ -881,6 +879,25 @@ fn apply_layer(
             (None, None) => {}
         }
     }
+    Ok(())
+}
+
+/// Rewrites the older `tiny = true|false` of a layer as `variant`, so that a file or `--set`
+/// using it replaces the stored `variant` instead of standing next to it.
+fn spell_variant(t: &mut toml::Table) -> std::result::Result<(), String> {
+    let Some(v) = t.remove("tiny") else {
+        return Ok(());
+    };
+    let tiny = v
+        .as_bool()
+        .ok_or_else(|| format!("tiny {v} must be true or false (or set variant = \"tiny\")"))?;
+    if let Some(other) = t.get("variant") {
+        if other.as_str().and_then(Variant::from_key) != Some(Variant::from_tiny(tiny)) {
+            return Err(format!("tiny = {tiny} and variant = {other} disagree"));
+        }
+    }
+    let key = Variant::from_tiny(tiny).key();
+    t.insert("variant".into(), toml::Value::String(key.into()));
     Ok(())
 }
 
@@ -1033,6 +1050,39 @@ mod tests {
     }
 
     #[test]
+    fn variant_is_stored_by_name_and_tiny_stays_readable() {
+        let c = TrainConfig::load(None, &["variant=tiny".into()]).unwrap();
+        assert_eq!(c.variant, Variant::Tiny);
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("variant = \"tiny\""), "{text}");
+        assert!(!text.contains("tiny = "), "{text}");
+        // The older bool, in a file and as an override, over a stored `variant`.
+        let c = TrainConfig::load(None, &["tiny=true".into()]).unwrap();
+        assert_eq!(c.variant, Variant::Tiny);
+        let back = c.with_overrides(&["tiny=false".into()]).unwrap();
+        assert_eq!(back.variant, Variant::YoloV3);
+        // A run's state.json written before the field existed.
+        let mut json = serde_json::to_value(&c).unwrap();
+        let t = json.as_object_mut().unwrap();
+        t.remove("variant");
+        t.insert("tiny".into(), serde_json::Value::Bool(true));
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.variant, Variant::Tiny);
+        let e = TrainConfig::load(None, &["tiny=\"yes\"".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("tiny \"yes\" must be true or false"),
+            "{e}"
+        );
+        let e = TrainConfig::load(None, &["variant=yolov5".into()]).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `yolov5`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "tiny = true\nvariant = \"yolov3\"\n").unwrap();
+        let e = TrainConfig::load(Some(&f), &[]).unwrap_err();
+        assert!(e.to_string().contains("disagree"), "{e}");
+    }
+
+    #[test]
     fn file_then_flags_override_only_what_they_name() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
@@ -1046,7 +1096,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(c.tiny);
+        assert_eq!(c.variant, Variant::Tiny);
         assert_eq!(c.input, [96, 96]);
         assert_eq!(
             (c.frozen.epochs, c.frozen.batch_size, c.frozen.lr),

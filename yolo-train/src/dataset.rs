@@ -218,7 +218,7 @@ impl Dataset {
 /// anchors file, else the darknet cfg's `anchors=`, else keras-yolo3's defaults; masks from the
 /// darknet cfg's `mask=`, else keras-yolo3's `anchor_mask`.
 fn model_anchors(cfg: &TrainConfig, num_classes: usize) -> Result<(Anchors, String)> {
-    let variant = cfg.variant();
+    let variant = cfg.variant;
     let darknet = match &cfg.darknet_cfg {
         Some(p) => {
             let m = read_cfg_model(p)?;
@@ -227,11 +227,11 @@ fn model_anchors(cfg: &TrainConfig, num_classes: usize) -> Result<(Anchors, Stri
                     origin: p.display().to_string(),
                     msg: format!(
                         "its {} [yolo] sections describe {}, but the run trains {} \
-                         (tiny = {})",
+                         (variant = \"{}\")",
                         m.masks.len(),
                         m.variant.name(),
                         variant.name(),
-                        cfg.tiny
+                        cfg.variant.key()
                     ),
                 });
             }

@@ -121,7 +121,7 @@ pub fn demo_train_config(d: &DemoConfig, data_dir: &Path) -> TrainConfig {
         annotations: data_dir.join("train").join("annotations.txt"),
         classes: data_dir.join("train").join("classes.txt"),
         anchors: Some(data_dir.join("anchors.txt")),
-        tiny: true,
+        variant: yolo_model::Variant::Tiny,
         input: [d.size as usize, d.size as usize],
         seed: d.seed,
         run_dir: d.out_dir.join("run"),

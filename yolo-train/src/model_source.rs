@@ -335,9 +335,12 @@ impl ModelSource {
         // Variant and class count.
         let (variant, file_classes, variant_origin) = match (&state, &cfg, format) {
             (Some(s), _, _) => (
-                s.config.variant(),
+                s.config.variant,
                 None,
-                format!("the run's config.toml (tiny = {})", s.config.tiny),
+                format!(
+                    "the run's config.toml (variant = \"{}\")",
+                    s.config.variant.key()
+                ),
             ),
             (None, Some((p, c)), _) => (
                 c.variant,

@@ -35,7 +35,7 @@ fn build_model(
     num_classes: usize,
     device: &Device,
 ) -> Result<(VarMap, YoloBody, YoloConfig)> {
-    let model_cfg = YoloConfig::new(cfg.variant(), num_classes);
+    let model_cfg = YoloConfig::new(cfg.variant, num_classes);
     let (varmap, model) = YoloBody::build(&model_cfg, cfg.seed, device)?;
     Ok((varmap, model, model_cfg))
 }

@@ -67,7 +67,7 @@ fn a_cfg_of_the_other_variant_is_an_error_naming_it() {
     synth(dir.path(), 8, 64, 64);
     let mut cfg = config(dir.path());
     cfg.darknet_cfg = Some(tiny_cfg(dir.path(), 2));
-    cfg.tiny = false;
+    cfg.variant = yolo_model::Variant::YoloV3;
     cfg.anchors = None;
     let e = Dataset::load(&cfg).unwrap_err().to_string();
     assert!(

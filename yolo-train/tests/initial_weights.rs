@@ -37,7 +37,7 @@ fn tiny_checkpoint_for_a_yolov3_run_says_use_tiny() {
             "{}: only 10 of the 366 variables of the yolov3 (2 classes, 3 anchors/layer) model \
              load from its 59 tensors (14 names match with another shape, 35 names the model \
              lacks); it looks like a yolov3-tiny checkpoint (59 of its 59 names are \
-             yolov3-tiny's): use --tiny (tiny = true)",
+             yolov3-tiny's): use --tiny (variant = \"tiny\")",
             p.display()
         )
     );
@@ -69,7 +69,7 @@ fn yolov3_checkpoint_for_a_tiny_run_says_drop_tiny() {
             "{}: only 10 of the 59 variables of the yolov3-tiny (2 classes, 3 anchors/layer) \
              model load from its 366 tensors (14 names match with another shape, 342 names the \
              model lacks); it looks like a yolov3 checkpoint (366 of its 366 names are yolov3's): drop \
-             --tiny (tiny = false)",
+             --tiny (variant = \"yolov3\")",
             p.display()
         )
     );

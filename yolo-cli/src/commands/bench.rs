@@ -31,28 +31,53 @@ pub struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Where the steps run: cpu, cuda, cuda:N or metal (the GEMM reference always runs on the
+    /// CPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Images per step for every selected case, instead of each case's keras-yolo3 batch (the
+    /// TensorFlow ratio is then left out, its figures being for those batches).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Skip the CPU GEMM reference (its ratio column is then left out).
+    #[arg(long)]
+    no_gemm: bool,
 }
 
 /// Runs the GEMM reference, then each selected case, printing one row per case.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let all = default_cases(args.input_size);
+    let mut all = default_cases(args.input_size);
+    if let Some(b) = args.batch {
+        anyhow::ensure!(b > 0, "--batch must be at least 1");
+        for c in &mut all {
+            c.batch = b;
+            c.tf_seconds = None;
+        }
+    }
+    let device = yolo_model::parse_device(&args.device)?;
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).collect();
     if let Some(bad) = wanted.iter().find(|w| !all.iter().any(|c| &c.name == *w)) {
         anyhow::bail!("unknown bench case `{bad}` (known: last, bottleneck, tiny, v3, v3-frozen)");
     }
-    let gemm = gemm_reference_gflops(args.gemm_n, 5)?;
-    println!(
-        "GEMM reference ({n}x{n} f32, candle/gemm, {t} threads): {gemm:.1} GFLOP/s",
-        n = args.gemm_n,
-        t = cpu_threads()
-    );
+    let gemm = if args.no_gemm {
+        None
+    } else {
+        let g = gemm_reference_gflops(args.gemm_n, 5)?;
+        println!(
+            "GEMM reference ({n}x{n} f32, candle/gemm, {t} threads): {g:.1} GFLOP/s",
+            n = args.gemm_n,
+            t = cpu_threads()
+        );
+        Some(g)
+    };
+    println!("device: {}", args.device);
     println!(
         "{:<11} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
         "case", "batch", "s/step", "img/s", "GFLOP/s", "/GEMM", "/TF", "RSS GB"
     );
     let mut results = Vec::new();
     for case in all.iter().filter(|c| wanted.contains(&c.name.as_str())) {
-        let r = run_case(case, args.steps, args.warmup, Some(gemm))?;
+        let r = run_case(case, args.steps, args.warmup, gemm, &device)?;
         let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
         println!(
             "{:<11} {:>5} {:>10.3} {:>9.2} {:>9.1} {:>9} {:>9} {:>8}",
@@ -64,6 +89,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             opt(r.gemm_ratio, 2),
             opt(r.tf_ratio, 2),
             opt(r.peak_rss_gb, 2)
+        );
+        let steps: Vec<String> = r.step_seconds.iter().map(|t| format!("{t:.3}")).collect();
+        let loss = opt(r.first_loss, 4);
+        println!(
+            "{:<11} steps (s): {}; first loss {loss}",
+            "",
+            steps.join(" ")
         );
         results.push(r);
     }

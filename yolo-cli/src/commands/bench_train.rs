@@ -117,7 +117,7 @@ mod tests {
             "split_seed=7",
         ]))
         .unwrap();
-        assert!(c.tiny);
+        assert_eq!(c.variant, yolo_model::Variant::Tiny);
         assert_eq!(c.input, [64, 64]);
         assert_eq!((c.frozen.initial_epoch, c.frozen.epochs), (0, 2));
         assert_eq!(c.split_seed, 7);

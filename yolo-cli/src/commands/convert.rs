@@ -34,7 +34,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (input, run_tiny) = if a.input.is_dir() {
         let state = yolo_train::RunState::load(&a.input)?;
         let w = yolo_train::run_weights(&a.input, &state)?;
-        (w, state.config.tiny)
+        (w, state.config.variant == yolo_model::Variant::Tiny)
     } else {
         (a.input.clone(), false)
     };

@@ -168,13 +168,13 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
             )
         })?;
         o.push(format!("darknet_cfg={}", toml_quote(s)));
-        o.push(format!("tiny={tiny}"));
+        o.push(format!("variant={}", toml_quote(m.variant.key())));
         if a.input.is_none() {
             o.push(format!("input=[{}, {}]", m.input.h, m.input.w));
         }
     }
     if a.tiny {
-        o.push("tiny=true".into());
+        o.push("variant=\"tiny\"".into());
     }
     if let Some(s) = &a.input {
         let (h, w) = match s.split_once(['x', 'X']) {
@@ -471,7 +471,7 @@ mod tests {
         let f = cfg_file.to_str().unwrap();
         let (cfg, resumed) = through_run_files(&["--cfg", f]);
         assert_eq!(cfg.darknet_cfg.as_deref(), Some(cfg_file.as_path()));
-        assert!(cfg.tiny);
+        assert_eq!(cfg.variant, yolo_model::Variant::Tiny);
         assert_eq!(cfg.input, [416, 320]);
         assert_eq!(resumed, cfg);
         // --input-size wins over the cfg's [net] size.
@@ -486,7 +486,7 @@ mod tests {
         std::fs::write(&v3, text).unwrap();
         let v3 = v3.to_str().unwrap();
         let (cfg, _) = through_run_files(&["--cfg", v3]);
-        assert!(!cfg.tiny);
+        assert_eq!(cfg.variant, yolo_model::Variant::YoloV3);
         let e = overrides(&args(&["--cfg", v3, "--tiny"]))
             .unwrap_err()
             .to_string();
