@@ -17,34 +17,29 @@ use common::synth;
 const YOLO: &str = env!("CARGO_BIN_EXE_yolo");
 
 /// Settings of the run: everything but the paths.
-const SETTINGS: &[&str] = &[
-    "--tiny",
-    "--input",
-    "64",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--set",
-    "seed=7",
-    "--set",
-    "val_split=0.25",
-    "--set",
-    "eval_map=false",
-    "--set",
-    "bottleneck.epochs=2",
-    "--set",
-    "bottleneck.batch_size=2",
-    "--set",
-    "frozen.epochs=2",
-    "--set",
-    "frozen.batch_size=2",
-    "--set",
-    "unfreeze.initial_epoch=2",
-    "--set",
-    "unfreeze.epochs=4",
-    "--set",
-    "unfreeze.batch_size=3",
-];
+fn settings() -> Vec<&'static str> {
+    [
+        common::TINY_CPU_RUN,
+        &[
+            "--quiet",
+            "--set",
+            "bottleneck.epochs=2",
+            "--set",
+            "bottleneck.batch_size=2",
+            "--set",
+            "frozen.epochs=2",
+            "--set",
+            "frozen.batch_size=2",
+            "--set",
+            "unfreeze.initial_epoch=2",
+            "--set",
+            "unfreeze.epochs=4",
+            "--set",
+            "unfreeze.batch_size=3",
+        ],
+    ]
+    .concat()
+}
 
 fn output(cmd: &mut Command) -> Output {
     cmd.env_remove("RUST_BACKTRACE")
@@ -62,7 +57,7 @@ fn train_fresh(data: &(PathBuf, PathBuf), run: &Path) -> Command {
         .arg(&data.1)
         .arg("--run-dir")
         .arg(run)
-        .args(SETTINGS);
+        .args(settings());
     c
 }
 

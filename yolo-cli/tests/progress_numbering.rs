@@ -26,18 +26,8 @@ fn text(b: &[u8]) -> String {
 /// The flags of a tiny run: bottleneck 1 epoch, frozen 2, unfreeze 2 from Keras epoch 50
 /// (keras-yolo3's default `initial_epoch`).
 fn tiny_args<'a>(ann: &'a Path, classes: &'a Path, run: &'a Path) -> Vec<&'a str> {
-    vec![
-        "--tiny",
-        "--input",
-        "64",
-        "--device",
-        "cpu",
-        "--set",
-        "seed=7",
-        "--set",
-        "val_split=0.25",
-        "--set",
-        "eval_map=false",
+    let mut v = common::TINY_CPU_RUN.to_vec();
+    v.extend([
         "--set",
         "unfreeze.initial_epoch=50",
         "--epochs",
@@ -58,7 +48,8 @@ fn tiny_args<'a>(ann: &'a Path, classes: &'a Path, run: &'a Path) -> Vec<&'a str
         s(classes),
         "--run-dir",
         s(run),
-    ]
+    ]);
+    v
 }
 
 /// The `PHASE epoch E/N` prefixes of the epoch log lines, in order.

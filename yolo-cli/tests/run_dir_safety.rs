@@ -13,34 +13,29 @@ use common::synth;
 const YOLO: &str = env!("CARGO_BIN_EXE_yolo");
 
 /// A short schedule: one bottleneck epoch, one frozen, one unfreeze.
-const SHORT: &[&str] = &[
-    "--tiny",
-    "--input",
-    "64",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--set",
-    "seed=7",
-    "--set",
-    "val_split=0.25",
-    "--set",
-    "eval_map=false",
-    "--set",
-    "bottleneck.epochs=1",
-    "--set",
-    "bottleneck.batch_size=2",
-    "--set",
-    "frozen.epochs=1",
-    "--set",
-    "frozen.batch_size=2",
-    "--set",
-    "unfreeze.initial_epoch=1",
-    "--set",
-    "unfreeze.epochs=2",
-    "--set",
-    "unfreeze.batch_size=2",
-];
+fn short() -> Vec<&'static str> {
+    [
+        common::TINY_CPU_RUN,
+        &[
+            "--quiet",
+            "--set",
+            "bottleneck.epochs=1",
+            "--set",
+            "bottleneck.batch_size=2",
+            "--set",
+            "frozen.epochs=1",
+            "--set",
+            "frozen.batch_size=2",
+            "--set",
+            "unfreeze.initial_epoch=1",
+            "--set",
+            "unfreeze.epochs=2",
+            "--set",
+            "unfreeze.batch_size=2",
+        ],
+    ]
+    .concat()
+}
 
 fn train(data: &(std::path::PathBuf, std::path::PathBuf), run: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(YOLO);
@@ -51,7 +46,7 @@ fn train(data: &(std::path::PathBuf, std::path::PathBuf), run: &Path, extra: &[&
         .arg(&data.1)
         .arg("--run-dir")
         .arg(run)
-        .args(SHORT)
+        .args(short())
         .args(extra)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE");

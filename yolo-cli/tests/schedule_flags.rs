@@ -188,34 +188,27 @@ fn resuming_a_finished_run_with_more_epochs_trains_exactly_those() {
     let run = t.path().join("run");
     let out = yolo(
         &[
-            "--tiny",
-            "--input",
-            "64",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--set",
-            "seed=7",
-            "--set",
-            "val_split=0.25",
-            "--set",
-            "eval_map=false",
-            "--set",
-            "unfreeze.initial_epoch=1",
-            "--epochs",
-            "bottleneck=1",
-            "--epochs",
-            "frozen=1",
-            "--epochs",
-            "unfreeze=1",
-            "--batch-size",
-            "bottleneck=2",
-            "--batch-size",
-            "frozen=2",
-            "--batch-size",
-            "unfreeze=2",
-            "--annotations",
-        ],
+            common::TINY_CPU_RUN,
+            &[
+                "--quiet",
+                "--set",
+                "unfreeze.initial_epoch=1",
+                "--epochs",
+                "bottleneck=1",
+                "--epochs",
+                "frozen=1",
+                "--epochs",
+                "unfreeze=1",
+                "--batch-size",
+                "bottleneck=2",
+                "--batch-size",
+                "frozen=2",
+                "--batch-size",
+                "unfreeze=2",
+                "--annotations",
+            ],
+        ]
+        .concat(),
         &[
             &ann,
             Path::new("--classes"),
@@ -249,7 +242,7 @@ fn resuming_a_finished_run_with_more_epochs_trains_exactly_those() {
         &[&run],
     ));
     assert_eq!(s["eval_map"].as_bool(), Some(true));
-    assert_eq!(s["tiny"].as_bool(), Some(true));
+    assert_eq!(s["variant"].as_str(), Some("tiny"));
     assert_eq!(s["input"].as_array().unwrap().len(), 2);
     assert_eq!(int(&s, "seed"), 7);
     let u = phase(&s, "unfreeze");

@@ -200,6 +200,51 @@ fn split_packed(
     Ok((Some(dx), Some(small(len)?), Some(small(len + c)?)))
 }
 
+/// The three same-shape NCHW inputs of a fused op's gradient (the op's input, its output and the
+/// output gradient) as contiguous f32 slices, with the batch, channel and plane sizes.
+struct GradInputs<'a> {
+    x: &'a [f32],
+    y: &'a [f32],
+    g: &'a [f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl<'a> GradInputs<'a> {
+    /// Reads the inputs of the gradient op of `name`, checking they are f32, contiguous, NCHW and
+    /// of one shape.
+    fn read(
+        name: &str,
+        (s1, l1): (&'a CpuStorage, &Layout),
+        (s2, l2): (&'a CpuStorage, &Layout),
+        (s3, l3): (&'a CpuStorage, &Layout),
+    ) -> Result<Self> {
+        let x = contiguous_f32(s1, l1, &format!("{name} input"))?;
+        let y = contiguous_f32(s2, l2, &format!("{name} output"))?;
+        let g = contiguous_f32(s3, l3, &format!("{name} output gradient"))?;
+        if l1.dims() != l2.dims() || l1.dims() != l3.dims() {
+            bail!(
+                "{name} grad: shapes {:?} {:?} {:?} differ",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let &[n, c, h, w] = l1.dims() else {
+            bail!("{name} grad: expected NCHW, got {:?}", l1.dims())
+        };
+        Ok(Self {
+            x,
+            y,
+            g,
+            n,
+            c,
+            hw: h * w,
+        })
+    }
+}
+
 /// `(x, y, dy) -> [dx, dgamma, dbeta]` for the training-mode op; `params` holds mean, inv_std and
 /// gamma per channel.
 struct BnLeakyGradOp {
@@ -221,21 +266,8 @@ impl CustomOp3 for BnLeakyGradOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "batch_norm_leaky input")?;
-        let y = contiguous_f32(s2, l2, "batch_norm_leaky output")?;
-        let g = contiguous_f32(s3, l3, "batch_norm_leaky output gradient")?;
-        if l1.dims() != l2.dims() || l1.dims() != l3.dims() {
-            bail!(
-                "batch_norm_leaky grad: shapes {:?} {:?} {:?} differ",
-                l1.dims(),
-                l2.dims(),
-                l3.dims()
-            )
-        }
-        let &[n, c, h, w] = l1.dims() else {
-            bail!("batch_norm_leaky grad: expected NCHW, got {:?}", l1.dims())
-        };
-        let hw = h * w;
+        let GradInputs { x, y, g, n, c, hw } =
+            GradInputs::read("batch_norm_leaky", (s1, l1), (s2, l2), (s3, l3))?;
         if self.params.len() != 3 * c {
             bail!(
                 "batch_norm_leaky grad: {} parameters for {c} channels",
@@ -383,21 +415,8 @@ impl CustomOp3 for AffineLeakyGradOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "affine_leaky input")?;
-        let y = contiguous_f32(s2, l2, "affine_leaky output")?;
-        let g = contiguous_f32(s3, l3, "affine_leaky output gradient")?;
-        if l1.dims() != l2.dims() || l1.dims() != l3.dims() {
-            bail!(
-                "affine_leaky grad: shapes {:?} {:?} {:?} differ",
-                l1.dims(),
-                l2.dims(),
-                l3.dims()
-            )
-        }
-        let &[n, c, h, w] = l1.dims() else {
-            bail!("affine_leaky grad: expected NCHW, got {:?}", l1.dims())
-        };
-        let hw = h * w;
+        let GradInputs { x, y, g, n, c, hw } =
+            GradInputs::read("affine_leaky", (s1, l1), (s2, l2), (s3, l3))?;
         if self.scale.len() != c {
             bail!(
                 "affine_leaky grad: {} scales for {c} channels",
