@@ -50,7 +50,7 @@ use crate::input_shape::InputShape;
 use crate::mixup::{mixup_boxes, mixup_into, mixup_ratio};
 use crate::mosaic::mosaic_uninit;
 use crate::multi_scale::MultiScale;
-use crate::true_boxes::preprocess_true_boxes;
+use crate::true_boxes::{preprocess_true_boxes, YTrue};
 use crate::uninit::as_uninit;
 
 /// Loader settings; defaults are train_bottleneck.py's stage 1 (batch 16, 416x416, augmented).
@@ -98,6 +98,9 @@ pub struct Batch {
     pub images: Tensor,
     /// One `(B, gh, gw, A, 5 + C)` target per output layer (Keras layout, coarsest first).
     pub y_true: Vec<Tensor>,
+    /// Per output layer, per image: the anchor slots of `y_true` that hold an object
+    /// ([`crate::YTrue::object_slots`]), listed on the host so a GPU loss need not read them back.
+    pub objects: Vec<Vec<Vec<u32>>>,
     /// Each image's boxes in input pixels, after augmentation.
     pub boxes: Vec<Vec<BoxLabel>>,
     /// Each image's path, in batch order.
@@ -412,7 +415,7 @@ impl Inner {
         unsafe { pixels.set_len(paths.len() * size) };
         let m = paths.len();
         let images = Tensor::from_vec(pixels, (m, 3, h, w), &Device::Cpu)?;
-        let y_true = preprocess_true_boxes(&boxes, input, &self.anchors, self.num_classes)
+        let targets = preprocess_true_boxes(&boxes, input, &self.anchors, self.num_classes)
             .map_err(|e| match e {
                 DataError::BoxClassOutOfRange {
                     image,
@@ -427,7 +430,9 @@ impl Inner {
                     DataError::Config(format!("{}: {e}", paths[image].display()))
                 }
                 other => other,
-            })?
+            })?;
+        let objects = targets.iter().map(YTrue::object_slots).collect();
+        let y_true = targets
             .into_iter()
             // Moved into the tensors, not copied (4 MB per batch of 16 at 416x416).
             .map(|y| Tensor::from_vec(y.data, y.shape.to_vec(), &Device::Cpu))
@@ -435,6 +440,7 @@ impl Inner {
         Ok(Batch {
             images,
             y_true,
+            objects,
             boxes,
             paths,
             skipped,

@@ -50,6 +50,22 @@ impl YTrue {
         (((b * gh + j) * gw + i) * a + k) * f
     }
 
+    /// Per image, the anchor slots `(j * gw + i) * A + k` whose objectness is non-zero, ascending:
+    /// the gather indices the tensor-op loss needs (`yolo_loss::ObjectSlots`), listed here on the
+    /// host where the targets are built so a GPU step does not copy the objectness back.
+    pub fn object_slots(&self) -> Vec<Vec<u32>> {
+        let [m, gh, gw, a, f] = self.shape;
+        let n = gh * gw * a;
+        (0..m)
+            .map(|b| {
+                (0..n)
+                    .filter(|&s| self.data[(b * n + s) * f + 4] != 0.0)
+                    .map(|s| s as u32)
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The targets as a candle tensor of shape `shape` (Keras layout) on `device`.
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor, DataError> {
         Ok(Tensor::from_slice(&self.data, self.shape.to_vec(), device)?)
@@ -238,6 +254,44 @@ mod tests {
         );
         assert_eq!(y[0].data.iter().filter(|&&v| v != 0.0).count(), 6);
         assert!(y[1].data.iter().chain(&y[2].data).all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn object_slots_list_each_images_object_cells_and_nothing_for_an_empty_image() {
+        // Image 0: the 116x90 box of the test above (layer 0, row 2, column 2, anchor 0) and a
+        // 10x13 box (anchor 0: layer 2, slot 0) centred at (100, 196): row 24, column 12 of 52.
+        // Image 1: no box.
+        let boxes = [
+            vec![
+                bx(11.0, 20.0, 127.0, 110.0, 1),
+                bx(95.0, 190.0, 105.0, 203.0, 0),
+            ],
+            vec![],
+        ];
+        let y = preprocess_true_boxes(&boxes, InputShape::square416(), &Anchors::yolo_default(), 2)
+            .unwrap();
+        let slots: Vec<_> = y.iter().map(YTrue::object_slots).collect();
+        assert_eq!(slots[0], vec![vec![(2 * 13 + 2) * 3], vec![]]);
+        assert_eq!(slots[1], vec![Vec::<u32>::new(), vec![]]);
+        assert_eq!(slots[2], vec![vec![(24 * 52 + 12) * 3], vec![]]);
+        // Exactly the slots whose objectness is set.
+        for (t, s) in y.iter().zip(&slots) {
+            let [_, _, gw, a, _] = t.shape;
+            for (b, image) in s.iter().enumerate() {
+                for &slot in image {
+                    let slot = slot as usize;
+                    let (j, i, k) = (slot / (gw * a), (slot / a) % gw, slot % a);
+                    assert_eq!(t.data[t.offset(b, j, i, k) + 4], 1.0);
+                }
+            }
+            let set = t
+                .data
+                .iter()
+                .skip(4)
+                .step_by(t.shape[4])
+                .filter(|&&v| v != 0.0);
+            assert_eq!(set.count(), s.iter().map(Vec::len).sum::<usize>());
+        }
     }
 
     #[test]

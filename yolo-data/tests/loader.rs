@@ -71,8 +71,23 @@ fn epoch_bytes(
                 .to_vec1::<f32>()
                 .unwrap(),
         );
-        for y in &batch.y_true {
-            floats.push(y.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(batch.objects.len(), batch.y_true.len());
+        for (y, objects) in batch.y_true.iter().zip(&batch.objects) {
+            let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // The batch's object slots are exactly its targets' non-zero objectness.
+            let &[m, gh, gw, a, k] = y.dims() else {
+                panic!("y_true dims {:?}", y.dims())
+            };
+            let n = gh * gw * a;
+            let want: Vec<Vec<u32>> = (0..m)
+                .map(|b| {
+                    (0..n as u32)
+                        .filter(|&s| v[(b * n + s as usize) * k + 4] != 0.0)
+                        .collect()
+                })
+                .collect();
+            assert_eq!(objects, &want);
+            floats.push(v);
         }
         boxes.extend(batch.boxes);
         paths.extend(batch.paths);

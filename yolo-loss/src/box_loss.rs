@@ -95,23 +95,30 @@ pub fn box_ciou(a: &Tensor, b: &Tensor) -> Result<Tensor, LossError> {
 
 /// The GIoU / CIoU box term of one layer (`kind` is not [`BoxLoss::Keras`]): `sum over responsible slots of obj * (2 - w*h) * (1 -
 /// IoU')`, divided by m. `feats` is the raw output as `(m, A, 5+C, gh, gw)`, `y_true` the Keras
-/// layout `(m, gh, gw, A, 5+C)`. Only the responsible slots are decoded (gathered by one host
-/// read of the object mask), so the raw sizes of the other slots never reach `exp`.
+/// layout `(m, gh, gw, A, 5+C)`, `objects` the layer's object slots per image (checked against
+/// `layer`). Only the responsible slots are decoded (gathered by those slots), so the raw sizes
+/// of the other slots never reach `exp`.
 pub(crate) fn box_term(
     feats: &Tensor,
     y_true: &Tensor,
+    objects: &[Vec<u32>],
     layer: &Layer,
     kind: BoxLoss,
 ) -> Result<Tensor, LossError> {
     let Layer { m, a, gh, gw, .. } = *layer;
     let k = layer.k();
-    let n = m * gh * gw * a;
+    let per_image = gh * gw * a;
+    let n = m * per_image;
     let device = feats.device();
     let flat_y = y_true.reshape((n, k))?;
-    let obj: Vec<f32> = flat_y.narrow(1, 4, 1)?.flatten_all()?.to_vec1()?;
-    let sel: Vec<u32> = (0..n)
-        .filter(|&s| obj[s] != 0.0)
-        .map(|s| s as u32)
+    // Batch-wide rows `b * per_image + s`, ascending as the slots are; within u32 (checked).
+    let sel: Vec<u32> = objects
+        .iter()
+        .enumerate()
+        .flat_map(|(b, slots)| {
+            let first = (b * per_image) as u32;
+            slots.iter().map(move |&s| first + s)
+        })
         .collect();
     if sel.is_empty() {
         return Ok(Tensor::zeros((), DType::F32, device)?);

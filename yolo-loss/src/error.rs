@@ -18,6 +18,10 @@ pub enum LossError {
     /// outputs, 6 for 2).
     #[error("{0}")]
     Anchors(String),
+    /// The object slots passed to the loss do not fit its layers (count of layers or images, a
+    /// slot outside its layer, or slots out of order).
+    #[error("{0}")]
+    Objects(String),
     /// A tensor has a dtype other than f32.
     #[error("{what}: expected dtype f32, got {got:?}")]
     DType {

@@ -48,6 +48,11 @@
 //! objectness channel of most slots); [`yolo_loss_tensor_ops`] is the same loss written with
 //! candle tensor operations, used on other devices and as the readable reference.
 //!
+//! The tensor-op loss gathers the true boxes of each image by the anchor slots that hold an
+//! object ([`ObjectSlots`]). A trainer that builds `y_true` on the host lists them there and calls
+//! [`yolo_loss_with_objects`], so a GPU step never waits on a copy back; [`yolo_loss`] reads them
+//! from `y_true`'s objectness instead (one device-to-host copy per call off the CPU).
+//!
 //! Two options beyond keras-yolo3, both off by default ([`LossConfig`]): label smoothing of the
 //! class targets (both paths), and a GIoU / CIoU box term ([`BoxLoss`], [`box_giou`],
 //! [`box_ciou`]) that always runs the tensor-op path, differentiated by candle's autograd.
@@ -60,6 +65,7 @@ mod head;
 mod iou;
 mod layer;
 mod loss;
+mod objects;
 mod tensor_loss;
 
 pub use box_loss::{box_ciou, box_giou};
@@ -68,5 +74,7 @@ pub use error::LossError;
 pub use head::{yolo_head, YoloHead};
 pub use iou::box_iou;
 pub use loss::{
-    generic_ops, set_generic_ops, yolo_loss, yolo_loss_tensor_ops, LossParts, LossValues,
+    generic_ops, set_generic_ops, yolo_loss, yolo_loss_tensor_ops,
+    yolo_loss_tensor_ops_with_objects, yolo_loss_with_objects, LossParts, LossValues,
 };
+pub use objects::ObjectSlots;

@@ -2,8 +2,8 @@
 
 use candle_core::Tensor;
 
-use crate::layer::layers;
-use crate::{cpu, tensor_loss, BoxLoss, LossConfig, LossError};
+use crate::layer::{layers, Layer};
+use crate::{cpu, tensor_loss, BoxLoss, LossConfig, LossError, ObjectSlots};
 
 /// The loss and its parts, as tensors (differentiable with respect to the raw outputs).
 #[derive(Debug, Clone)]
@@ -110,6 +110,10 @@ pub fn set_generic_ops(on: bool) {
 /// tensor-op version runs on the inputs' device. The fused kernel covers keras-yolo3's terms
 /// (and label smoothing) only: with a GIoU / CIoU `cfg.box_loss` the tensor-op version runs on
 /// the CPU too.
+///
+/// The tensor-op version reads the object slots back from `y_true` (one device-to-host copy off
+/// the CPU, see [`ObjectSlots::from_y_true`]); a caller that has them on the host passes them to
+/// [`yolo_loss_with_objects`] instead.
 pub fn yolo_loss(
     outputs: &[Tensor],
     y_true: &[Tensor],
@@ -117,13 +121,44 @@ pub fn yolo_loss(
     num_classes: usize,
     cfg: &LossConfig,
 ) -> Result<LossParts, LossError> {
+    loss_impl(outputs, y_true, None, anchors, num_classes, cfg)
+}
+
+/// [`yolo_loss`] with `y_true`'s object slots listed by the caller (built on the host next to
+/// the targets), so the tensor-op version needs nothing back from the device: the whole loss is
+/// queued without a wait. `objects` must be the slots of `y_true`'s non-zero objectness; their
+/// counts, ranges and order are checked ([`LossError::Objects`]). The fused CPU kernel reads the
+/// objectness itself and only checks them.
+pub fn yolo_loss_with_objects(
+    outputs: &[Tensor],
+    y_true: &[Tensor],
+    objects: &ObjectSlots,
+    anchors: &[[f32; 2]],
+    num_classes: usize,
+    cfg: &LossConfig,
+) -> Result<LossParts, LossError> {
+    loss_impl(outputs, y_true, Some(objects), anchors, num_classes, cfg)
+}
+
+/// [`yolo_loss`] and [`yolo_loss_with_objects`]: the fused CPU kernel or the tensor-op version.
+fn loss_impl(
+    outputs: &[Tensor],
+    y_true: &[Tensor],
+    objects: Option<&ObjectSlots>,
+    anchors: &[[f32; 2]],
+    num_classes: usize,
+    cfg: &LossConfig,
+) -> Result<LossParts, LossError> {
     let all_cpu = outputs.iter().chain(y_true).all(|t| t.device().is_cpu())
         && !generic_ops()
         && cfg.box_loss == BoxLoss::Keras;
-    if !all_cpu {
-        return yolo_loss_tensor_ops(outputs, y_true, anchors, num_classes, cfg);
-    }
     let layers = layers(outputs, y_true, anchors, num_classes, cfg.masks.as_deref())?;
+    if !all_cpu {
+        return tensor_ops_impl(outputs, y_true, objects, &layers, cfg);
+    }
+    if let Some(o) = objects {
+        o.check(&layers)?;
+    }
     let mut parts = empty(layers.len())?;
     let mut comps = Vec::with_capacity(layers.len());
     for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {
@@ -143,8 +178,9 @@ pub fn yolo_loss(
 
 /// [`yolo_loss`] written with candle tensor operations only: runs on any device and is
 /// differentiated by candle's autograd. The ignore mask is batched (one broadcast IoU per layer
-/// against the padded true boxes of each image); building the gather indices reads the layer's
-/// object mask to the host once per layer.
+/// against the padded true boxes of each image). The gather indices come from `y_true`'s object
+/// mask, read to the host once for all layers ([`ObjectSlots::from_y_true`]);
+/// [`yolo_loss_tensor_ops_with_objects`] takes them from the caller instead.
 pub fn yolo_loss_tensor_ops(
     outputs: &[Tensor],
     y_true: &[Tensor],
@@ -153,10 +189,44 @@ pub fn yolo_loss_tensor_ops(
     cfg: &LossConfig,
 ) -> Result<LossParts, LossError> {
     let layers = layers(outputs, y_true, anchors, num_classes, cfg.masks.as_deref())?;
+    tensor_ops_impl(outputs, y_true, None, &layers, cfg)
+}
+
+/// [`yolo_loss_tensor_ops`] with the object slots given (see [`yolo_loss_with_objects`]): no
+/// device-to-host copy at all.
+pub fn yolo_loss_tensor_ops_with_objects(
+    outputs: &[Tensor],
+    y_true: &[Tensor],
+    objects: &ObjectSlots,
+    anchors: &[[f32; 2]],
+    num_classes: usize,
+    cfg: &LossConfig,
+) -> Result<LossParts, LossError> {
+    let layers = layers(outputs, y_true, anchors, num_classes, cfg.masks.as_deref())?;
+    tensor_ops_impl(outputs, y_true, Some(objects), &layers, cfg)
+}
+
+/// The tensor-op loss over checked `layers`; without `objects` they are read from `y_true`.
+fn tensor_ops_impl(
+    outputs: &[Tensor],
+    y_true: &[Tensor],
+    objects: Option<&ObjectSlots>,
+    layers: &[Layer],
+    cfg: &LossConfig,
+) -> Result<LossParts, LossError> {
+    let read;
+    let objects = match objects {
+        Some(o) => o,
+        None => {
+            read = ObjectSlots::from_y_true(y_true)?;
+            &read
+        }
+    };
+    objects.check(layers)?;
     let mut parts = empty(layers.len())?;
     let mut terms = Vec::with_capacity(4 * layers.len());
-    for ((raw, yt), layer) in outputs.iter().zip(y_true).zip(&layers) {
-        let p = tensor_loss::layer_loss(raw, yt, layer, cfg)?;
+    for (l, ((raw, yt), layer)) in outputs.iter().zip(y_true).zip(layers).enumerate() {
+        let p = tensor_loss::layer_loss(raw, yt, objects.layer(l), layer, cfg)?;
         terms.extend([
             p.xy.clone(),
             p.wh.clone(),

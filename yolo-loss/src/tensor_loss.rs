@@ -33,27 +33,19 @@ fn pair(a: f32, b: f32, device: &Device) -> candle_core::Result<Tensor> {
 }
 
 /// Best IoU of every prediction with the true boxes of its own image and layer, batched: the true
-/// boxes are gathered into a padded `(m, K, 4)` tensor with a validity mask (one host read of the
-/// layer's object mask to build the gather indices, not one per image), then one broadcast IoU
+/// boxes are gathered into a padded `(m, K, 4)` tensor with a validity mask (gather indices from
+/// the layer's object slots, per image, checked against the layer), then one broadcast IoU
 /// `(m, N, K)` and a max over `K`. Images without a box get `-inf`.
 fn best_iou(
     pred_box: &Tensor, // (m, N, 4), N = gh*gw*A in Keras order
     y_true: &Tensor,   // (m, gh, gw, A, 5+C)
+    per_image: &[Vec<u32>],
     layer: &Layer,
 ) -> Result<Tensor, LossError> {
     let (m, n) = (layer.m, layer.gh * layer.gw * layer.a);
     let device = pred_box.device();
     let k5 = layer.k();
     let flat = y_true.reshape((m * n, k5))?;
-    let obj: Vec<f32> = flat.narrow(1, 4, 1)?.flatten_all()?.to_vec1()?;
-    let per_image: Vec<Vec<u32>> = (0..m)
-        .map(|b| {
-            (0..n)
-                .filter(|&s| obj[b * n + s] != 0.0)
-                .map(|s| (b * n + s) as u32)
-                .collect()
-        })
-        .collect();
     let kmax = per_image.iter().map(Vec::len).max().unwrap_or(0);
     if kmax == 0 {
         return Ok(Tensor::full(f32::NEG_INFINITY, (m, n), device)?);
@@ -61,8 +53,10 @@ fn best_iou(
     let mut idx = Vec::with_capacity(m * kmax);
     let mut valid = Vec::with_capacity(m * kmax);
     for (b, boxes) in per_image.iter().enumerate() {
+        // Batch-wide row `b * n + s`; within u32 (checked with the slots).
+        let first = (b * n) as u32;
         for s in 0..kmax {
-            idx.push(boxes.get(s).copied().unwrap_or((b * n) as u32));
+            idx.push(first + boxes.get(s).copied().unwrap_or(0));
             valid.push(u8::from(s < boxes.len()));
         }
     }
@@ -77,10 +71,12 @@ fn best_iou(
     Ok(valid.where_cond(&iou, &neg_inf)?.max(D::Minus1)?)
 }
 
-/// keras-yolo3's loss terms for one layer with tensor operations.
+/// keras-yolo3's loss terms for one layer with tensor operations; `objects` are the layer's
+/// object slots per image (checked against `layer`).
 pub(crate) fn layer_loss(
     raw: &Tensor,
     y_true: &Tensor,
+    objects: &[Vec<u32>],
     layer: &Layer,
     cfg: &LossConfig,
 ) -> Result<LayerParts, LossError> {
@@ -117,7 +113,7 @@ pub(crate) fn layer_loss(
     let pred_box = Tensor::cat(&[pred_xy, pred_wh], 2)?
         .permute((0, 3, 4, 1, 2))?
         .reshape((m, gh * gw * a, 4))?;
-    let best = best_iou(&pred_box, y_true, layer)?.reshape((m, gh, gw, a))?;
+    let best = best_iou(&pred_box, y_true, objects, layer)?.reshape((m, gh, gw, a))?;
     let ignore_mask = best.lt(ignore_thresh as f64)?.to_dtype(DType::F32)?;
     let ignore = ignore_mask.permute((0, 3, 1, 2))?.unsqueeze(2)?;
 
@@ -151,7 +147,7 @@ pub(crate) fn layer_loss(
         (xy?, wh?)
     } else {
         // The IoU box term replaces both; it is reported as `xy`, `wh` is zero.
-        let xy = box_loss::box_term(&feats, y_true, layer, cfg.box_loss)?;
+        let xy = box_loss::box_term(&feats, y_true, objects, layer, cfg.box_loss)?;
         (xy, Tensor::zeros((), DType::F32, device)?)
     };
     let conf_bce = bce_with_logits(&feats.narrow(2, 4, 1)?, &obj)?;

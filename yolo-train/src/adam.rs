@@ -172,9 +172,53 @@ impl Adam {
 
     /// The first optimised variable whose gradient holds a NaN or infinity, with that value (or,
     /// off the CPU fast path, the gradient's non-finite sum of squares). Run before [`Adam::step`]
-    /// so a bad batch is reported before it touches the weights.
+    /// so a bad batch is reported before it touches the weights. Off the CPU fast path this reads
+    /// one value pair per gradient back in one copy; a training step reads
+    /// [`Adam::non_finite_flag`] with its loss instead and calls
+    /// [`Adam::first_non_finite_grad_flagged`], which only searches when the flag says so.
     pub fn first_non_finite_grad(&self, grads: &GradStore) -> Result<Option<(String, f64)>> {
-        let mut norms = Vec::new();
+        self.search_non_finite(grads, true)
+    }
+
+    /// One f32 scalar on the gradients' device that is NaN exactly when a gradient off the CPU
+    /// fast path holds a NaN or infinity, and 0 otherwise: the sum over those gradients of
+    /// `sum(g * 0)` (`inf * 0` and `NaN * 0` are NaN, every finite value gives 0, so unlike a sum
+    /// of squares a large finite gradient never trips it). Nothing is read here: the caller copies
+    /// it to the host together with the step's loss values (one transfer) and passes the value to
+    /// [`Adam::first_non_finite_grad_flagged`]. `None` when no gradient is off the fast path
+    /// (those are scanned on the host).
+    pub fn non_finite_flag(&self, grads: &GradStore) -> Result<Option<Tensor>> {
+        let mut zeros = Vec::new();
+        for s in &self.slots {
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
+            if !adam_cpu::fast_path(g) {
+                zeros.push(zero_sum(g)?);
+            }
+        }
+        if zeros.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::stack(&zeros, 0)?.sum_all()?))
+    }
+
+    /// [`Adam::first_non_finite_grad`] once the value of [`Adam::non_finite_flag`] is on the
+    /// host: the CPU fast path's gradients are scanned there, and the per-gradient search of the
+    /// others (a second copy from the device) runs only when `flag` is not finite, the error
+    /// path. `flag` is `None` when the flag was `None`.
+    pub fn first_non_finite_grad_flagged(
+        &self,
+        grads: &GradStore,
+        flag: Option<f32>,
+    ) -> Result<Option<(String, f64)>> {
+        self.search_non_finite(grads, flag.is_some_and(|f| !f.is_finite()))
+    }
+
+    /// The first non-finite gradient in slot order: fast-path gradients by a host scan, the
+    /// others (when `device`) by one copy of each gradient's `sum(g * 0)` and sum of squares.
+    fn search_non_finite(&self, grads: &GradStore, device: bool) -> Result<Option<(String, f64)>> {
+        let mut pairs = Vec::new();
         let mut names = Vec::new();
         for s in &self.slots {
             let Some(g) = grads.get(s.var.as_tensor()) else {
@@ -184,19 +228,21 @@ impl Adam {
                 if let Some(x) = adam_cpu::first_non_finite(g)? {
                     return Ok(Some((s.name.clone(), x as f64)));
                 }
-            } else {
-                norms.push(g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?);
+            } else if device {
+                let g = g.detach();
+                pairs.push(zero_sum(&g)?);
+                pairs.push(g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?);
                 names.push(s.name.as_str());
             }
         }
-        if norms.is_empty() {
+        if pairs.is_empty() {
             return Ok(None);
         }
-        let v: Vec<f32> = Tensor::stack(&norms, 0)?.to_vec1()?;
-        Ok(v.iter()
+        let v: Vec<f32> = Tensor::stack(&pairs, 0)?.to_vec1()?;
+        Ok(v.chunks(2)
             .zip(names)
-            .find(|(x, _)| !x.is_finite())
-            .map(|(x, n)| (n.to_string(), *x as f64)))
+            .find(|(p, _)| !p[0].is_finite())
+            .map(|(p, n)| (n.to_string(), p[1] as f64)))
     }
 
     /// Atomically writes the moments to a safetensors file (`m.<name>`, `v.<name>`), with the
@@ -280,6 +326,14 @@ impl Adam {
         self.cfg.lr = lr;
         Ok(())
     }
+}
+
+/// `sum(g * 0)` as an f32 scalar: 0 when every value of `g` is finite, NaN otherwise.
+fn zero_sum(g: &Tensor) -> Result<Tensor> {
+    Ok(g.detach()
+        .affine(0.0, 0.0)?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F32)?)
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use yolo_data::{Annotation, AugmentConfig, BatchLoader, LoaderConfig};
+use yolo_loss::ObjectSlots;
 use yolo_model::{FreezeBody, YoloBody};
 
 use crate::bottleneck::{cache_paths, ensure_cache, entry_boxes, epoch_batches, fingerprint};
 use crate::cache::BottleneckCache;
 use crate::config::TrainConfig;
-use crate::dataset::{y_true_tensors, Dataset};
+use crate::dataset::{y_true_with_objects, Dataset};
 use crate::error::Result;
 use crate::schedule::{DataSource, PhasePlan};
 use crate::trainer::Trainer;
@@ -48,6 +49,9 @@ pub struct Batch {
     pub input: Input,
     /// One target per output layer.
     pub y_true: Vec<Tensor>,
+    /// The targets' object slots, listed on the host where they were built (the loss's gather
+    /// indices, so it reads nothing back from the device).
+    pub objects: ObjectSlots,
     /// Each sample's image path, in batch order.
     pub paths: Vec<String>,
 }
@@ -94,7 +98,7 @@ impl Targets<'_> {
     fn cached(&self, cache: &BottleneckCache, idx: &[usize]) -> Result<Batch> {
         let entries = &cache.header().entries;
         let boxes: Vec<_> = idx.iter().map(|&i| entry_boxes(&entries[i])).collect();
-        let y_true = y_true_tensors(
+        let (y_true, objects) = y_true_with_objects(
             &boxes,
             self.data.input,
             &self.data.anchors,
@@ -104,6 +108,7 @@ impl Targets<'_> {
         Ok(Batch {
             input: Input::Features(cache.batch(idx, self.device)?),
             y_true,
+            objects,
             paths: idx.iter().map(|&i| entries[i].path.clone()).collect(),
         })
     }
@@ -124,6 +129,7 @@ impl Targets<'_> {
                 .iter()
                 .map(|t| t.to_device(self.device))
                 .collect::<candle_core::Result<_>>()?,
+            objects: ObjectSlots::new(b.objects).first_images(m),
             paths: b.paths[..m]
                 .iter()
                 .map(|p| p.display().to_string())

@@ -14,7 +14,7 @@ use yolo_data::{
     BoxLabel, CheckOptions, InputShape,
 };
 
-use yolo_loss::LossConfig;
+use yolo_loss::{LossConfig, ObjectSlots};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -364,6 +364,25 @@ pub fn y_true_tensors(
         .iter()
         .map(|y| Ok(y.to_tensor(device)?))
         .collect()
+}
+
+/// [`y_true_tensors`] with the targets' object slots, listed on the host from the same arrays
+/// before they go to `device`: what [`yolo_loss::yolo_loss_with_objects`] gathers by, so the loss
+/// of a GPU batch reads nothing back.
+pub fn y_true_with_objects(
+    boxes: &[Vec<BoxLabel>],
+    input: InputShape,
+    anchors: &Anchors,
+    num_classes: usize,
+    device: &Device,
+) -> Result<(Vec<Tensor>, ObjectSlots)> {
+    let targets = preprocess_true_boxes(boxes, input, anchors, num_classes)?;
+    let objects = ObjectSlots::new(targets.iter().map(|y| y.object_slots()).collect());
+    let tensors = targets
+        .iter()
+        .map(|y| Ok(y.to_tensor(device)?))
+        .collect::<Result<_>>()?;
+    Ok((tensors, objects))
 }
 
 /// The keras-yolo3 annotation line of `a` (used in cache fingerprints).

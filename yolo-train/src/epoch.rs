@@ -4,11 +4,11 @@
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
-use yolo_loss::yolo_loss;
+use yolo_loss::{yolo_loss_with_objects, LossParts};
 use yolo_model::{l2_penalty, FreezeBody};
 
 use crate::adam::Adam;
-use crate::batches::BatchSource;
+use crate::batches::{Batch, BatchSource};
 use crate::config::{PhaseConfig, PhaseKind};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
@@ -29,27 +29,23 @@ pub(crate) fn check_stop(phase: PhaseKind, pc: &PhaseConfig, epoch: usize) -> Re
     Ok(())
 }
 
-impl Trainer {
-    /// Loss (yolo_loss + L2) and its parts for one batch.
-    fn batch_loss(
-        &self,
-        outputs: &[Tensor],
-        y_true: &[Tensor],
-        freeze: FreezeBody,
-    ) -> Result<(Tensor, LossStats)> {
-        let cfg = self.cfg();
-        let parts = yolo_loss(
-            outputs,
-            y_true,
-            &self.data.anchors.wh,
-            self.data.num_classes(),
-            &self.data.loss_config(cfg),
-        )?;
-        let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;
-        let total = (&parts.total + &l2)?;
-        // One copy to the host for everything logged; f32 because Metal has no f64.
-        let (v, extra) = parts.values_and(&[l2.to_dtype(DType::F32)?])?;
-        let l2v = f64::from(extra[0]);
+/// One batch's loss as tensors, nothing read yet: the total to differentiate (yolo_loss + L2),
+/// its parts and the L2 term.
+struct BatchLoss {
+    total: Tensor,
+    parts: LossParts,
+    l2: Tensor,
+}
+
+impl BatchLoss {
+    /// The logged values, with `extra` f32 scalars, in one copy to the host: on a GPU every copy
+    /// waits for the queued kernels, so a step makes exactly this one.
+    fn read(&self, extra: &[Tensor]) -> Result<(LossStats, Vec<f32>)> {
+        // f32 because Metal has no f64.
+        let mut scalars = vec![self.l2.to_dtype(DType::F32)?];
+        scalars.extend(extra.iter().cloned());
+        let (v, rest) = self.parts.values_and(&scalars)?;
+        let l2v = f64::from(rest[0]);
         let stats = LossStats {
             total: v.total as f64 + l2v,
             xy: v.xy.iter().map(|x| *x as f64).sum(),
@@ -58,10 +54,39 @@ impl Trainer {
             class: v.class.iter().map(|x| *x as f64).sum(),
             l2: l2v,
         };
-        Ok((total, stats))
+        Ok((stats, rest[1..].to_vec()))
+    }
+}
+
+impl Trainer {
+    /// Loss (yolo_loss + L2) and its parts for one batch, queued on the device: the object slots
+    /// come with the batch from the host, so nothing is read back here.
+    fn batch_loss(
+        &self,
+        outputs: &[Tensor],
+        batch: &Batch,
+        freeze: FreezeBody,
+    ) -> Result<BatchLoss> {
+        let cfg = self.cfg();
+        let parts = yolo_loss_with_objects(
+            outputs,
+            &batch.y_true,
+            &batch.objects,
+            &self.data.anchors.wh,
+            self.data.num_classes(),
+            &self.data.loss_config(cfg),
+        )?;
+        let l2 = l2_penalty(&self.varmap, &self.model_cfg, freeze, cfg.l2)?;
+        let total = (&parts.total + &l2)?;
+        Ok(BatchLoss { total, parts, l2 })
     }
 
     /// Trains one epoch; the mean loss parts and the number of images seen.
+    ///
+    /// A step copies from the device to the host once: the backward pass is queued right after
+    /// the loss, then the logged values and (with `check_gradients`) the gradients' fused
+    /// finiteness flag come back together. A non-finite loss is reported before a non-finite
+    /// gradient; only when the flag is not finite does a second copy name the gradient.
     pub(crate) fn train_epoch(
         &self,
         plan: &PhasePlan,
@@ -88,7 +113,14 @@ impl Trainer {
             };
             let step = s.index;
             let outputs = batch.forward(&self.model, Some(plan.freeze))?;
-            let (loss, stats) = self.batch_loss(&outputs, &batch.y_true, plan.freeze)?;
+            let loss = self.batch_loss(&outputs, &batch, plan.freeze)?;
+            let grads = loss.total.backward()?;
+            let flag = if cfg.check_gradients {
+                adam.non_finite_flag(&grads)?
+            } else {
+                None
+            };
+            let (stats, flag) = loss.read(flag.as_slice())?;
             let nonfinite = |what: String, value: f64| TrainError::NonFinite {
                 what,
                 phase: phase.name().to_string(),
@@ -101,9 +133,9 @@ impl Trainer {
             if !stats.total.is_finite() {
                 return Err(nonfinite("loss".into(), stats.total));
             }
-            let grads = loss.backward()?;
             if cfg.check_gradients {
-                if let Some((name, v)) = adam.first_non_finite_grad(&grads)? {
+                let flag = flag.first().copied();
+                if let Some((name, v)) = adam.first_non_finite_grad_flagged(&grads, flag)? {
                     return Err(nonfinite(format!("gradient of {name}"), v));
                 }
             }
@@ -146,7 +178,7 @@ impl Trainer {
             check_stop(self.state.phase, pc, epoch)?;
             let batch = batch?;
             let outputs = batch.forward(&self.model, None)?;
-            let (_, s) = self.batch_loss(&outputs, &batch.y_true, plan.freeze)?;
+            let (s, _) = self.batch_loss(&outputs, &batch, plan.freeze)?.read(&[])?;
             let k = batch.len() as f64;
             sum.total += (s.total - s.l2) * k;
             sum.xy += s.xy * k;

@@ -61,7 +61,8 @@ mod split;
 pub use bottleneck::{build_cache, entry_boxes, fingerprint, BUILD_BATCH};
 pub use cache::{BottleneckCache, CacheEntry, CacheHeader, CacheWriter, Fingerprint};
 pub use dataset::{
-    letterbox_batch, y_true_tensors, DataCheck, Dataset, LetterboxBatch, SKIPPED_SAMPLES_FILE,
+    letterbox_batch, y_true_tensors, y_true_with_objects, DataCheck, Dataset, LetterboxBatch,
+    SKIPPED_SAMPLES_FILE,
 };
 pub use split::{split_train_val, Mt19937};
 
