@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use yolo_data::{preprocess_true_boxes, BoxLabel, InputShape};
-use yolo_loss::{yolo_loss, LossConfig};
+use yolo_loss::{yolo_loss_with_objects, LossConfig, ObjectSlots};
 use yolo_model::{
     conv_table, flops, l2_penalty, trainable_vars, FreezeBody, Variant, YoloBody, YoloConfig,
 };
@@ -171,8 +171,14 @@ pub fn peak_rss_gb() -> Option<f64> {
 }
 
 /// y_true for `batch` images with two boxes each (one large, one small), so the loss has objects
-/// on more than one layer as in real training.
-fn y_true(cfg: &YoloConfig, size: usize, batch: usize, dev: &Device) -> Result<Vec<Tensor>> {
+/// on more than one layer as in real training, with its object slots listed on the host as the
+/// loader lists them.
+fn y_true(
+    cfg: &YoloConfig,
+    size: usize,
+    batch: usize,
+    dev: &Device,
+) -> Result<(Vec<Tensor>, ObjectSlots)> {
     let (anchors, _) = crate::model_source::default_anchors(cfg.variant);
     let s = size as f32;
     let boxes: Vec<Vec<BoxLabel>> = (0..batch)
@@ -196,10 +202,13 @@ fn y_true(cfg: &YoloConfig, size: usize, batch: usize, dev: &Device) -> Result<V
         })
         .collect();
     let input = InputShape::new(size, size)?;
-    preprocess_true_boxes(&boxes, input, &anchors, cfg.num_classes)?
+    let targets = preprocess_true_boxes(&boxes, input, &anchors, cfg.num_classes)?;
+    let slots = ObjectSlots::new(targets.iter().map(|y| y.object_slots()).collect());
+    let tensors = targets
         .iter()
         .map(|y| Ok(y.to_tensor(dev)?))
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((tensors, slots))
 }
 
 /// The bench input: `n` images of `s`x`s` uniform pixels drawn on the host from a fixed seed, so
@@ -235,7 +244,7 @@ pub fn run_case(
     let (anchors, _) = crate::model_source::default_anchors(cfg.variant);
     let (n, s) = (case.batch, case.size);
     let x = seeded_images(n, s, dev)?;
-    let yt = y_true(&cfg, s, n, dev)?;
+    let (yt, slots) = y_true(&cfg, s, n, dev)?;
     let loss_cfg = LossConfig::default();
     let total_flops = flops(&cfg, s, s);
     let mut adam = Adam::new(
@@ -262,7 +271,14 @@ pub fn run_case(
                     Some(f) => model.forward_last(f)?,
                     None => model.forward_t(&x, true, case.freeze)?,
                 };
-                let parts = yolo_loss(&outputs, &yt, &anchors.wh, cfg.num_classes, &loss_cfg)?;
+                let parts = yolo_loss_with_objects(
+                    &outputs,
+                    &yt,
+                    &slots,
+                    &anchors.wh,
+                    cfg.num_classes,
+                    &loss_cfg,
+                )?;
                 let l2 = l2_penalty(&varmap, &cfg, case.freeze, 5e-4)?;
                 let loss = (&parts.total + &l2)?;
                 let grads = loss.backward()?;
