@@ -90,6 +90,10 @@ pub enum ModelError {
     /// The requested device is unknown or not compiled into this binary.
     #[error("device {0}")]
     Device(String),
+
+    /// A precision name other than `f32`, `bf16` or `f16`.
+    #[error("precision `{0}` is not one of f32, bf16, f16")]
+    Precision(String),
 }
 
 /// `:N` for a known 1-based line, nothing otherwise.

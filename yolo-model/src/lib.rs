@@ -21,6 +21,8 @@
 //!   formats, the class count a file holds and the initial-weights fit check in [`weights_io`];
 //!   errors in [`error`].
 //! * `--device` parsing, shared by training and detection: [`mod@device`].
+//! * Mixed precision (f32 variables, bf16/f16 convolutions): [`mod@precision`],
+//!   [`YoloBody::with_precision`].
 //! * The tensor kernels (convolution, fused BatchNorm + leaky ReLU, ...) live in the
 //!   `yolo_kernels` crate, re-exported here as [`ops`]; this crate has no `unsafe` code.
 //!
@@ -79,6 +81,7 @@ pub mod device;
 pub mod error;
 pub mod groups;
 pub mod init;
+pub mod precision;
 pub mod weights_io;
 pub mod yolo_body;
 
@@ -103,6 +106,7 @@ pub use groups::{
     ParamGroup,
 };
 pub use init::seeded_glorot_init;
+pub use precision::Precision;
 pub use weights_io::{
     check_weights_fit, checkpoint_class_count, checkpoint_header, convert_weights,
     darknet_class_count, is_darknet_weights, Converted, GivenClasses, WeightsFormat,

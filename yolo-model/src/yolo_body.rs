@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::architecture::{
@@ -29,6 +29,7 @@ use crate::architecture::{
 };
 use crate::config::{FreezeBody, Variant, YoloConfig};
 use crate::conv_block::{ConvBnLeaky, OutputConv};
+use crate::precision::Precision;
 use yolo_kernels as ops;
 
 /// Builds blocks by name from the conv table, so the model and the table cannot disagree.
@@ -108,6 +109,7 @@ pub struct YoloBody {
     cfg: YoloConfig,
     net: Net,
     heads: Vec<OutputConv>,
+    precision: Precision,
 }
 
 /// keras-yolo3's `yolo_body(inputs, num_anchors, num_classes)`: Darknet-53 and the three-scale
@@ -192,7 +194,59 @@ impl YoloBody {
             cfg: *cfg,
             net,
             heads,
+            precision: Precision::F32,
         })
+    }
+
+    /// This body computing in `precision` (see [`crate::precision`]): the variables are shared
+    /// and stay f32; only the dtype the convolutions run in changes. The outputs of
+    /// [`YoloBody::forward_t`], [`YoloBody::forward_last`] and [`YoloBody::forward_bottleneck`]
+    /// are f32 in every precision; [`YoloBody::forward_backbone`] and
+    /// [`YoloBody::forward_neck`] return maps in the compute dtype.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        let dt = precision.dtype();
+        let convs: Vec<&mut ConvBnLeaky> = match &mut self.net {
+            Net::V3(n) => std::iter::once(&mut n.stem)
+                .chain(n.stages.iter_mut().flat_map(|st| {
+                    std::iter::once(&mut st.down)
+                        .chain(st.blocks.iter_mut().flat_map(|(a, b)| [a, b]))
+                }))
+                .chain(
+                    n.scales
+                        .iter_mut()
+                        .flat_map(|sc| sc.up.iter_mut().chain(sc.convs.iter_mut())),
+                )
+                .collect(),
+            Net::Tiny(n) => {
+                let TinyNet {
+                    backbone,
+                    conv5,
+                    conv6,
+                    conv7,
+                    s0,
+                    s1_up,
+                    s1,
+                } = n.as_mut();
+                backbone
+                    .iter_mut()
+                    .chain([conv5, conv6, conv7, s0, s1_up, s1])
+                    .collect()
+            }
+        };
+        for c in convs {
+            c.set_compute_dtype(dt);
+        }
+        for h in &mut self.heads {
+            h.set_compute_dtype(dt);
+        }
+        self.precision = precision;
+        self
+    }
+
+    /// The precision this body computes in ([`Precision::F32`] unless
+    /// [`YoloBody::with_precision`] changed it).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The configuration this body was built with.
@@ -248,6 +302,19 @@ impl YoloBody {
     /// The neck: from the backbone outputs to the bottleneck features (the inputs of the output
     /// convs), index 0 = stride 32.
     pub fn forward_neck(&self, backbone: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
+        // Maps from elsewhere (f32 ones into a 16-bit body) join the compute dtype. In f32 the
+        // maps keep their dtype (an f64 body, as some tests build, stays f64).
+        let cast;
+        let backbone = if self.precision.is_mixed() {
+            let dt = self.precision.dtype();
+            cast = backbone
+                .iter()
+                .map(|t| t.to_dtype(dt))
+                .collect::<Result<Vec<_>>>()?;
+            cast.as_slice()
+        } else {
+            backbone
+        };
         match &self.net {
             Net::V3(n) => {
                 let [c3, c4, c5] = backbone else {
@@ -326,9 +393,14 @@ impl YoloBody {
 
     /// Inference mode up to the inputs of the output convs: the features train_bottleneck.py
     /// caches (1024, 512, 256 channels for YOLOv3; 512, 256 for tiny), index 0 = stride 32.
+    /// The features are f32 in every precision (the cache stores f32 or f16 from them).
     pub fn forward_bottleneck(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let b = self.forward_backbone(x, false)?;
-        self.forward_neck(&b, false)
+        let f = self.forward_neck(&b, false)?;
+        if !self.precision.is_mixed() {
+            return Ok(f);
+        }
+        f.iter().map(|t| t.to_dtype(DType::F32)).collect()
     }
 
     /// The output convs only, applied to bottleneck features (index 0 = stride 32).

@@ -311,6 +311,12 @@ impl Trainer {
         let (tp, vp) = cache_paths(&self.run_dir);
         let mut out = Vec::new();
         for (label, anns, path) in [("train", &self.data.train, tp), ("val", &self.data.val, vp)] {
+            // Features computed in 16 bits differ from f32 ones: a cache of the other precision
+            // is rebuilt. f32 keeps its fingerprint of old.
+            let fp_label = match cfg.precision {
+                yolo_model::Precision::F32 => label.to_string(),
+                p => format!("{label} precision={p}"),
+            };
             let fp = fingerprint(
                 &self.varmap,
                 anns,
@@ -318,7 +324,7 @@ impl Trainer {
                 &self.data.anchors,
                 cfg.cache_dtype,
                 cfg.variant == yolo_model::Variant::Tiny,
-                label,
+                &fp_label,
             )?;
             let t = Instant::now();
             let (c, rebuilt) = ensure_cache(

@@ -13,7 +13,8 @@ use serde::Serialize;
 use yolo_data::{preprocess_true_boxes, BoxLabel, InputShape};
 use yolo_loss::{yolo_loss_with_objects, LossConfig, ObjectSlots};
 use yolo_model::{
-    conv_table, flops, l2_penalty, trainable_vars, FreezeBody, Variant, YoloBody, YoloConfig,
+    conv_table, flops, l2_penalty, trainable_vars, FreezeBody, Precision, Variant, YoloBody,
+    YoloConfig,
 };
 
 use crate::adam::{Adam, AdamConfig};
@@ -122,6 +123,11 @@ pub struct BenchResult {
     pub first_loss: Option<f64>,
     /// The device the case ran on (`cpu`, `cuda:0`, ...).
     pub device: String,
+    /// The compute precision the case ran in.
+    pub precision: Precision,
+    /// Training steps skipped by the f16 loss scale (an overflow halves the scale and skips the
+    /// Adam update; the step is still timed). 0 in f32 and bf16.
+    pub skipped_steps: u64,
     /// Images per second.
     pub images_per_s: f64,
     /// Effective GFLOP/s: forward FLOPs of what runs, with the backward counted as 2x forward for
@@ -228,19 +234,23 @@ fn device_name(dev: &Device) -> String {
     }
 }
 
-/// Runs `warmup + steps` steps of `case` on `dev` and returns the median of the timed ones.
-/// `gemm_gflops` (from [`gemm_reference_gflops`]) gives the ratio column. Every step ends with
-/// one host read (the loss, or one feature value), which is also what makes a GPU step's time
-/// the time of its work rather than of its launch.
+/// Runs `warmup + steps` steps of `case` on `dev` in `precision` and returns the median of the
+/// timed ones. `gemm_gflops` (from [`gemm_reference_gflops`]) gives the ratio column. Every step
+/// ends with one host read (the loss, or one feature value), which is also what makes a GPU
+/// step's time the time of its work rather than of its launch. f16 steps run with the training
+/// loop's dynamic loss scale ([`crate::LossScaler`]).
 pub fn run_case(
     case: &BenchCase,
     steps: usize,
     warmup: usize,
     gemm_gflops: Option<f64>,
     dev: &Device,
+    precision: Precision,
 ) -> Result<BenchResult> {
     let cfg = YoloConfig::new(case.variant, 1);
     let (varmap, model) = YoloBody::build(&cfg, 0, dev)?;
+    let model = model.with_precision(precision);
+    let mut scaler = crate::loss_scale::LossScaler::new(precision);
     let (anchors, _) = crate::model_source::default_anchors(cfg.variant);
     let (n, s) = (case.batch, case.size);
     let x = seeded_images(n, s, dev)?;
@@ -281,8 +291,14 @@ pub fn run_case(
                 )?;
                 let l2 = l2_penalty(&varmap, &cfg, case.freeze, 5e-4)?;
                 let loss = (&parts.total + &l2)?;
-                let grads = loss.backward()?;
-                adam.step(&grads)?;
+                let mut grads = scaler.scale_loss(&loss)?.backward()?;
+                let finite = !scaler.enabled() || adam.first_non_finite_grad(&grads)?.is_none();
+                if finite {
+                    scaler.unscale(&mut grads, adam.vars().map(|(_, v)| v))?;
+                }
+                if scaler.update(finite) == crate::loss_scale::ScaleStep::Apply {
+                    adam.step(&grads)?;
+                }
                 let v = loss.to_scalar::<f32>()?;
                 if i == 0 {
                     first_loss = Some(f64::from(v));
@@ -322,6 +338,8 @@ pub fn run_case(
         step_seconds,
         first_loss,
         device: device_name(dev),
+        precision,
+        skipped_steps: scaler.skipped(),
         images_per_s: images / seconds,
         gflops,
         gemm_ratio: gemm_gflops.map(|g| gflops / g),
@@ -362,7 +380,7 @@ mod tests {
             kind: BenchKind::Step,
             tf_seconds: Some(1.0),
         };
-        let r = run_case(&case, 2, 0, Some(100.0), &Device::Cpu).unwrap();
+        let r = run_case(&case, 2, 0, Some(100.0), &Device::Cpu, Precision::F32).unwrap();
         assert!(r.seconds > 0.0);
         assert_eq!(r.step_seconds.len(), 2);
         assert_eq!(r.device, "cpu");
@@ -370,7 +388,7 @@ mod tests {
         // Seeded weights and inputs: a second run's first loss is the same number.
         let loss = r.first_loss.unwrap();
         assert!(loss.is_finite() && loss > 0.0, "{loss}");
-        let again = run_case(&case, 1, 0, None, &Device::Cpu).unwrap();
+        let again = run_case(&case, 1, 0, None, &Device::Cpu, Precision::F32).unwrap();
         assert_eq!(again.first_loss, Some(loss));
         assert!((r.images_per_s - 2.0 / r.seconds).abs() < 1e-9 * r.images_per_s);
         let expected_gflops = 3.0 * flops(&YoloConfig::tiny(1), 64, 64) * 2.0 / r.seconds / 1e9;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use yolo_model::{FreezeBody, Variant};
+use yolo_model::{FreezeBody, Precision, Variant};
 
 use crate::adam::AdamConfig;
 use crate::best_model::BestMonitor;
@@ -401,6 +401,13 @@ pub struct TrainConfig {
     pub run_dir: PathBuf,
     /// `cpu`, `cuda`, `cuda:N` or `metal`.
     pub device: String,
+    /// Compute precision: `"f32"` (the default, and what older configs get), `"bf16"` or `"f16"`
+    /// (mixed precision: f32 weights, BatchNorm statistics and Adam moments, 16-bit convolutions
+    /// on candle's device-generic ops; f16 adds a dynamic loss scale). For GPUs: on the CPU the
+    /// 16-bit matmuls widen to f32 and are slower, so `yolo train` refuses them there. See
+    /// [`yolo_model::precision`] and [`crate::LossScaler`].
+    #[serde(default)]
+    pub precision: Precision,
     /// `yolo_loss` ignore threshold (0.5 in train_bottleneck.py).
     pub ignore_thresh: f64,
     /// Label smoothing `eps` of the class targets (ultralytics' `smooth_BCE`: positives aim at
@@ -522,6 +529,7 @@ impl Default for TrainConfig {
             weights: None,
             run_dir: PathBuf::from("runs/train"),
             device: "cpu".into(),
+            precision: Precision::F32,
             ignore_thresh: 0.5,
             label_smoothing: 0.0,
             box_loss: yolo_loss::BoxLoss::Keras,
@@ -1510,6 +1518,28 @@ mod tests {
         // A config.toml of an older run (no mosaic key) still parses, with mosaic off.
         let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
         v.as_table_mut().unwrap().remove("mosaic");
+        let old: TrainConfig = v.try_into().unwrap();
+        assert_eq!(old, TrainConfig::default());
+    }
+
+    #[test]
+    fn precision_defaults_to_f32_round_trips_and_reads_old_files() {
+        assert_eq!(TrainConfig::default().precision, Precision::F32);
+        for p in Precision::ALL {
+            let c = TrainConfig::load(None, &[format!("precision=\"{p}\"")]).unwrap();
+            assert_eq!(c.precision, p);
+            let text = c.to_toml().unwrap();
+            assert!(text.contains(&format!("precision = \"{p}\"")), "{text}");
+            let back: TrainConfig = toml::from_str(&text).unwrap();
+            assert_eq!(back, c);
+        }
+        let e = TrainConfig::load(None, &["precision=\"fp8\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fp8"), "{e}");
+        // A config.toml of an older run (no precision key) still parses, in f32.
+        let mut v = toml::Value::try_from(TrainConfig::default()).unwrap();
+        v.as_table_mut().unwrap().remove("precision");
         let old: TrainConfig = v.try_into().unwrap();
         assert_eq!(old, TrainConfig::default());
     }

@@ -12,6 +12,7 @@ use crate::batches::{Batch, BatchSource};
 use crate::config::{PhaseConfig, PhaseKind};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
+use crate::loss_scale::{LossScaler, ScaleStep};
 use crate::lr_schedule::PhaseSchedule;
 use crate::metrics::LossStats;
 use crate::progress::RunProgress;
@@ -92,7 +93,12 @@ impl Trainer {
         plan: &PhasePlan,
         epoch: usize,
         source: &BatchSource,
-        (adam, schedule, ema): (&mut Adam, &PhaseSchedule, &mut Option<Ema>),
+        (adam, schedule, ema, scaler): (
+            &mut Adam,
+            &PhaseSchedule,
+            &mut Option<Ema>,
+            &mut LossScaler,
+        ),
         progress: &RunProgress,
     ) -> Result<(LossStats, usize)> {
         let (phase, pc) = (plan.kind, &plan.config);
@@ -114,8 +120,8 @@ impl Trainer {
             let step = s.index;
             let outputs = batch.forward(&self.model, Some(plan.freeze))?;
             let loss = self.batch_loss(&outputs, &batch, plan.freeze)?;
-            let grads = loss.total.backward()?;
-            let flag = if cfg.check_gradients {
+            let mut grads = scaler.scale_loss(&loss.total)?.backward()?;
+            let flag = if cfg.check_gradients || scaler.enabled() {
                 adam.non_finite_flag(&grads)?
             } else {
                 None
@@ -133,19 +139,37 @@ impl Trainer {
             if !stats.total.is_finite() {
                 return Err(nonfinite("loss".into(), stats.total));
             }
-            if cfg.check_gradients {
-                let flag = flag.first().copied();
+            // f16: an overflow skips the step and halves the scale (see `loss_scale`); the
+            // step's loss still counts in the epoch's mean.
+            let mut apply = true;
+            let flag = flag.first().copied();
+            if scaler.enabled() {
+                let bad = adam.first_non_finite_grad_flagged(&grads, flag)?;
+                if bad.is_none() {
+                    scaler.unscale(&mut grads, adam.vars().map(|(_, v)| v))?;
+                }
+                match (scaler.update(bad.is_none()), bad) {
+                    (ScaleStep::Apply, _) => {}
+                    (ScaleStep::Skip, _) => apply = false,
+                    (ScaleStep::Diverged, bad) => {
+                        let (name, v) = bad.unwrap_or_default();
+                        return Err(nonfinite(format!("gradient of {name} at loss scale 1"), v));
+                    }
+                }
+            } else if cfg.check_gradients {
                 if let Some((name, v)) = adam.first_non_finite_grad_flagged(&grads, flag)? {
                     return Err(nonfinite(format!("gradient of {name}"), v));
                 }
             }
-            let phase_epoch = (epoch - pc.initial_epoch) as u64;
-            if let Some(lr) = schedule.lr(phase_epoch, step as u64, self.state.lr) {
-                adam.set_learning_rate(lr);
-            }
-            adam.step(&grads)?;
-            if let Some(e) = ema.as_mut() {
-                e.update(&self.varmap)?;
+            if apply {
+                let phase_epoch = (epoch - pc.initial_epoch) as u64;
+                if let Some(lr) = schedule.lr(phase_epoch, step as u64, self.state.lr) {
+                    adam.set_learning_rate(lr);
+                }
+                adam.step(&grads)?;
+                if let Some(e) = ema.as_mut() {
+                    e.update(&self.varmap)?;
+                }
             }
             sum.add(&stats);
             steps += 1;

@@ -40,17 +40,21 @@ mod state;
 pub use config::{toml_quote, CacheDtype, PhaseConfig, PhaseKind, StopAfter, TrainConfig};
 pub use state::RunState;
 
-// Optimisation: Adam, learning-rate schedules, callbacks, weights average.
+// Optimisation: Adam, learning-rate schedules, callbacks, weights average, the f16 loss scale.
 mod adam;
 mod adam_cpu;
 mod callbacks;
 mod ema;
+mod loss_scale;
 mod lr_schedule;
 pub use adam::{Adam, AdamConfig};
 pub use callbacks::{
     CheckpointMonitor, EarlyStopping, ModelCheckpoint, MonitorMode, ReduceLrOnPlateau,
 };
 pub use ema::{Ema, Swapped};
+pub use loss_scale::{
+    LossScaler, ScaleStep, GROWTH_INTERVAL, INITIAL_LOSS_SCALE, MAX_LOSS_SCALE, MIN_LOSS_SCALE,
+};
 pub use lr_schedule::{lr_at, LrSchedule, PhaseSchedule, ScheduleSpec};
 
 // Data: the dataset, its split, the bottleneck cache.
@@ -94,6 +98,7 @@ pub use atomic::atomic_write;
 pub use device::{parse_device, set_generic_ops};
 pub use error::{Result, TrainError};
 pub use interrupt::{clear_stop, request_stop, stop_requested};
+pub use yolo_model::Precision;
 
 // Tools built on the trainer: benchmark, demo, seed study.
 mod bench;

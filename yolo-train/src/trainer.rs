@@ -230,6 +230,7 @@ impl Trainer {
         // With a schedule on, the plateau cuts the base rate the schedule scales.
         let scheduled = !schedule.spec.is_constant();
         let mut ema = self.phase_ema()?;
+        let mut scaler = crate::loss_scale::LossScaler::new(self.cfg().precision);
         if scheduled || ema.is_some() {
             (self.log)(&format!(
                 "phase {phase}: lr_schedule {}, warm-up {} steps, {} steps; weights EMA {}",
@@ -264,7 +265,7 @@ impl Trainer {
                 plan,
                 epoch,
                 &source,
-                (&mut adam, &schedule, &mut ema),
+                (&mut adam, &schedule, &mut ema, &mut scaler),
                 progress,
             )?;
             let train_secs = t0.elapsed().as_secs_f64();

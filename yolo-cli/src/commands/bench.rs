@@ -42,6 +42,11 @@ pub struct Args {
     /// Skip the CPU GEMM reference (its ratio column is then left out).
     #[arg(long)]
     no_gemm: bool,
+    /// Compute precision of the steps: f32, or bf16 / f16 mixed precision (f16 with the
+    /// training loop's dynamic loss scale). 16-bit is refused with --device cpu, where candle
+    /// widens 16-bit matmuls to f32 and they are slower than f32.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    precision: String,
 }
 
 /// Runs the GEMM reference, then each selected case, printing one row per case.
@@ -54,6 +59,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             c.tf_seconds = None;
         }
     }
+    let precision: yolo_train::Precision = args.precision.parse()?;
+    super::precision_check::refuse_16_bit_on_cpu(precision, &args.device)?;
     let device = yolo_model::parse_device(&args.device)?;
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).collect();
     if let Some(bad) = wanted.iter().find(|w| !all.iter().any(|c| &c.name == *w)) {
@@ -70,14 +77,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         Some(g)
     };
-    println!("device: {}", args.device);
+    println!("device: {}, precision: {precision}", args.device);
     println!(
         "{:<11} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
         "case", "batch", "s/step", "img/s", "GFLOP/s", "/GEMM", "/TF", "RSS GB"
     );
     let mut results = Vec::new();
     for case in all.iter().filter(|c| wanted.contains(&c.name.as_str())) {
-        let r = run_case(case, args.steps, args.warmup, gemm, &device)?;
+        let r = run_case(case, args.steps, args.warmup, gemm, &device, precision)?;
         let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
         println!(
             "{:<11} {:>5} {:>10.3} {:>9.2} {:>9.1} {:>9} {:>9} {:>8}",
@@ -92,8 +99,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         let steps: Vec<String> = r.step_seconds.iter().map(|t| format!("{t:.3}")).collect();
         let loss = opt(r.first_loss, 4);
+        let skipped = if r.skipped_steps > 0 {
+            format!(
+                "; {} step(s) skipped by the f16 loss scale",
+                r.skipped_steps
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<11} steps (s): {}; first loss {loss}",
+            "{:<11} steps (s): {}; first loss {loss}{skipped}",
             "",
             steps.join(" ")
         );

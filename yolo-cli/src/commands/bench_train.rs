@@ -64,7 +64,9 @@ fn base_config(train_args: &[String]) -> anyhow::Result<TrainConfig> {
     if a.run_dir.is_some() {
         bail!("the runs go to bench-train's --out DIR (DIR/seed-K): drop --out from the train options");
     }
-    train::config_from_args(&a)
+    let cfg = train::config_from_args(&a)?;
+    super::precision_check::refuse_16_bit_on_cpu(cfg.precision, &cfg.device)?;
+    Ok(cfg)
 }
 
 /// Runs `yolo bench-train`.

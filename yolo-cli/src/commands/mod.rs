@@ -18,6 +18,7 @@ mod detect;
 mod eval;
 mod info;
 mod model_args;
+mod precision_check;
 mod synth;
 mod train;
 mod voc2txt;

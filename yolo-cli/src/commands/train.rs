@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use yolo_train::{stderr_log, toml_quote, PhaseKind, RunOutcome, TrainConfig, Trainer};
 
+use super::precision_check::refuse_16_bit_on_cpu;
+
 /// Options of `yolo train`. Every setting of the TOML config can also be given as `--set key=value`
 /// (dotted keys, e.g. `--set frozen.epochs=10`); the named flags below are shorthands.
 ///
@@ -70,6 +72,11 @@ pub struct Args {
     /// cpu, cuda, cuda:N or metal.
     #[arg(long)]
     pub device: Option<String>,
+    /// Compute precision: f32 (default), or bf16 / f16 mixed precision for GPUs (f32 weights,
+    /// BatchNorm statistics and Adam moments; 16-bit convolutions; f16 with a dynamic loss
+    /// scale). Refused with --device cpu, where 16-bit matmuls are slower than f32.
+    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    pub precision: Option<String>,
     /// Tiny YOLOv3.
     #[arg(long)]
     pub tiny: bool,
@@ -148,6 +155,9 @@ fn overrides(a: &Args) -> anyhow::Result<Vec<String>> {
     }
     if let Some(d) = &a.device {
         o.push(format!("device={}", toml_quote(d)));
+    }
+    if let Some(p) = &a.precision {
+        o.push(format!("precision={}", toml_quote(p)));
     }
     if a.overwrite {
         o.push("overwrite=true".into());
@@ -375,6 +385,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             println!("{}", complete_message(&dir.display().to_string(), &s));
             return Ok(());
         }
+        refuse_16_bit_on_cpu(s.config.precision, &s.config.device)?;
         let t = Trainer::resume(dir, &o, stderr_log())?;
         let s = t.state();
         eprintln!(
@@ -391,6 +402,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             print!("{}", cfg.to_toml()?);
             return Ok(());
         }
+        refuse_16_bit_on_cpu(cfg.precision, &cfg.device)?;
         Trainer::new(cfg, stderr_log())?
     };
     install_interrupt_handler();
@@ -562,6 +574,30 @@ mod tests {
         assert_eq!(cfg.device, "cpu");
         let plain = TrainConfig::load(None, &overrides(&args(&[])).unwrap()).unwrap();
         assert!(!plain.overwrite);
+    }
+
+    #[test]
+    fn precision_flag_reaches_the_config_and_16_bit_is_refused_on_the_cpu() {
+        let cfg =
+            TrainConfig::load(None, &overrides(&args(&["--precision", "bf16"])).unwrap()).unwrap();
+        assert_eq!(cfg.precision, yolo_train::Precision::Bf16);
+        let plain = TrainConfig::load(None, &overrides(&args(&[])).unwrap()).unwrap();
+        assert_eq!(plain.precision, yolo_train::Precision::F32);
+        // Refused before any data is read (there is no train.txt here).
+        for p in ["bf16", "f16"] {
+            let e = run(args(&["--precision", p, "--device", "cpu"]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("--precision {p} on --device cpu")) && e.contains("slower"),
+                "{e}"
+            );
+        }
+        // The same through --set, and for the default device (the CPU).
+        let e = run(args(&["--set", "precision=\"f16\""]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--precision f16 on --device cpu"), "{e}");
     }
 
     #[test]
