@@ -84,15 +84,18 @@ run() {
         return 2
     fi
     find_cuda_libs
+    unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+    # No single case may eat the run: a case that takes longer is cut and reported as such.
+    local T="timeout ${GPU_CHECK_CASE_TIMEOUT:-100}"
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
     "$yolo" info || true
 
     echo "== 1. CUDA loss against CPU loss (416, batch 2, first step, seeded)"
     local ok=0
-    "$yolo" bench --device cpu --cases tiny,v3 --batch 2 --steps 1 --warmup 0 --no-gemm \
+    $T "$yolo" bench --device cpu --cases tiny,v3 --batch 2 --steps 1 --warmup 0 --no-gemm \
         --json "$out/loss_cpu.json" || ok=1
-    "$yolo" bench --device cuda --cases tiny,v3 --batch 2 --steps 1 --warmup 0 --no-gemm \
+    $T "$yolo" bench --device cuda --cases tiny,v3 --batch 2 --steps 1 --warmup 0 --no-gemm \
         --json "$out/loss_cuda.json" || ok=1
     python3 - "$out/loss_cpu.json" "$out/loss_cuda.json" <<'EOF' || ok=1
 import json, sys
@@ -113,18 +116,18 @@ EOF
     for cb in $cases; do
         local c=${cb%%:*} b=${cb##*:}
         echo "-- ours $c batch $b f32"
-        with_peak_memory "$yolo" bench --device cuda --cases "$c" --batch "$b" --steps 5 --warmup 2 \
+        with_peak_memory $T "$yolo" bench --device cuda --cases "$c" --batch "$b" --steps 5 --warmup 2 \
             --no-gemm --json "$out/ours_${c}_f32.json"
         if "$yolo" bench --help | grep -q -- --precision; then
             echo "-- ours $c batch $b bf16"
-            with_peak_memory "$yolo" bench --device cuda --cases "$c" --batch "$b" --steps 5 \
+            with_peak_memory $T "$yolo" bench --device cuda --cases "$c" --batch "$b" --steps 5 \
                 --warmup 2 --no-gemm --precision bf16 --json "$out/ours_${c}_bf16.json"
         else
             echo "-- ours $c batch $b bf16: unavailable (this binary has no --precision)"
         fi
         for amp in none bf16; do
             echo "-- torch $c batch $b amp=$amp"
-            with_peak_memory python3 "$CARRY/torch_steps.py" --device cuda --cases "$c" --batch "$b" \
+            with_peak_memory $T python3 "$CARRY/torch_steps.py" --device cuda --cases "$c" --batch "$b" \
                 --steps 5 --warmup 2 --amp "$amp" | tee "$out/torch_${c}_${amp}.jsonl" |
                 python3 -c 'import json,sys
 for l in sys.stdin:
@@ -135,6 +138,33 @@ for l in sys.stdin:
                   {k: v for k, v in d.items() if "img" in k or "median" in k})'
         done
     done
+
+    echo "== summary: images per second (bottleneck: images per second of extraction), ours / PyTorch"
+    python3 - "$out" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+def ours(c, p):
+    try:
+        return json.load(open(os.path.join(out, f"ours_{c}_{p}.json")))["results"][0]["images_per_s"]
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+def torch(c, amp):
+    try:
+        for l in open(os.path.join(out, f"torch_{c}_{amp}.jsonl")):
+            if l.startswith("{"):
+                d = json.loads(l)
+                if d.get("kind") == "case":
+                    return d.get("images_per_s")
+    except (OSError, ValueError):
+        pass
+    return None
+f = lambda v: "-" if v is None else f"{v:.1f}"
+r = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}"
+print(f"{'case':<11} {'ours f32':>9} {'torch f32':>9} {'ratio':>6} {'ours bf16':>9} {'torch bf16':>10} {'ratio':>6}")
+for c in ["v3", "v3-frozen", "bottleneck", "tiny"]:
+    a, b, x, y = ours(c, "f32"), torch(c, "none"), ours(c, "bf16"), torch(c, "bf16")
+    print(f"{c:<11} {f(a):>9} {f(b):>9} {r(a, b):>6} {f(x):>9} {f(y):>10} {r(x, y):>6}")
+EOF
     return $ok
 }
 
