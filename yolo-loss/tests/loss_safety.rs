@@ -6,21 +6,9 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::{
     all_finite, flat_parts, grads_of, obj, raw_vars, scalar, tensors, to_vec, y_true, Obj, Rng,
-    TINY_ANCHORS,
+    TINY_ANCHORS, YOLO_ANCHORS,
 };
 use yolo_loss::{yolo_loss, yolo_loss_tensor_ops, LossConfig, LossError};
-
-const YOLO_ANCHORS: [[f32; 2]; 9] = [
-    [10., 13.],
-    [16., 30.],
-    [33., 23.],
-    [30., 61.],
-    [62., 45.],
-    [59., 119.],
-    [116., 90.],
-    [156., 198.],
-    [373., 326.],
-];
 
 /// A YOLOv3-shaped batch (grids 2x3, 4x6, 8x12 of a 64x96 input) with a few objects, among them
 /// a 1-pixel box, a whole-image box and (image 1) nothing at all.

@@ -8,23 +8,11 @@ mod common;
 use std::collections::BTreeSet;
 
 use candle_core::{Device, Tensor, Var};
-use common::{flat_parts, grads_of, raw_vars, tensors, to_vec, Rng, TINY_ANCHORS};
+use common::{flat_parts, grads_of, raw_vars, tensors, to_vec, Rng, TINY_ANCHORS, YOLO_ANCHORS};
 use yolo_loss::{
     yolo_loss, yolo_loss_tensor_ops, yolo_loss_tensor_ops_with_objects, yolo_loss_with_objects,
     BoxLoss, LossConfig, LossError, LossParts, ObjectSlots,
 };
-
-const YOLO_ANCHORS: [[f32; 2]; 9] = [
-    [10., 13.],
-    [16., 30.],
-    [33., 23.],
-    [30., 61.],
-    [62., 45.],
-    [59., 119.],
-    [116., 90.],
-    [156., 198.],
-    [373., 326.],
-];
 
 /// Images per batch; image 1 has no box in any layer.
 const M: usize = 3;

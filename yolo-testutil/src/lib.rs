@@ -1,6 +1,7 @@
 //! Test support shared by the workspace's tests and benches: finds the `shared/` folder that sits
 //! beside the checkout (fixtures, the raccoon dataset), reads fixture tensors, and mutates valid
-//! files for the parsers' property tests ([`mutate`]).
+//! files for the parsers' property tests ([`mutate`]), and compares named tensors
+//! ([`relative_l2`]).
 //!
 //! Policy (from the developers' guide): when `CI=true` a missing fixture fails the test; elsewhere
 //! the test prints that it was skipped and returns. Tests whose top-level resource (e.g.
@@ -10,8 +11,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+mod compare;
 mod mutation;
 
+pub use compare::relative_l2;
 pub use mutation::{mutate, mutation, mutations, Mutation};
 
 /// The `shared/` folder: `$YOLO_SHARED_DIR` if set, else the first `shared/` found walking up from

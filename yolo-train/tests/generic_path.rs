@@ -10,6 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::{l2_penalty, trainable_vars, FreezeBody, YoloBody, YoloConfig};
+use yolo_testutil::relative_l2;
 use yolo_train::seeded_glorot_init;
 use yolo_train::{Adam, AdamConfig};
 
@@ -141,27 +142,6 @@ fn step_in(tiny: bool, size: usize, generic: bool, dtype: DType) -> Step {
     }
 }
 
-/// `|a - b| / |a|` in the L2 norm: over all tensors together, and the worst single tensor.
-fn diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> (f64, String, f64) {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    let (mut num, mut den) = (0f64, 0f64);
-    let mut worst = (String::new(), 0f64);
-    for (k, x) in a {
-        let (mut n, mut d) = (0f64, 0f64);
-        for (p, q) in x.iter().zip(&b[k]) {
-            n += f64::from(p - q).powi(2);
-            d += f64::from(*p).powi(2);
-        }
-        num += n;
-        den += d;
-        let r = (n / d.max(1e-30)).sqrt();
-        if r > worst.1 {
-            worst = (k.clone(), r);
-        }
-    }
-    ((num / den.max(1e-30)).sqrt(), worst.0, worst.1)
-}
-
 /// Bounds on `|path - reference| / |reference|` (L2 over all tensors) for gradients, moving
 /// statistics and weights after Adam. The reference is the generic path in f64 (the loss itself
 /// stays f32). Seen: tiny 7e-6 (fast) and 9e-6 (generic) for the gradients; YOLOv3, 53 BatchNorm
@@ -215,8 +195,8 @@ fn generic_path_matches_the_fast_cpu_kernels_for_tiny_and_yolov3() {
             ),
         ] {
             assert!(!r.is_empty(), "{what}: no {label}");
-            let (df, nf, wf) = diff(r, f);
-            let (dg, ng, wg) = diff(r, g);
+            let (df, nf, wf) = relative_l2(r, f);
+            let (dg, ng, wg) = relative_l2(r, g);
             eprintln!(
                 "{what} {label} against f64: fast {df:.2e} (worst {nf} {wf:.2e}), generic \
                  {dg:.2e} (worst {ng} {wg:.2e})"

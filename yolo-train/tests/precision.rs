@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::{l2_penalty, trainable_vars, FreezeBody, Precision, YoloBody, YoloConfig};
+use yolo_testutil::relative_l2;
 use yolo_train::{Adam, AdamConfig, LossScaler, ScaleStep};
 
 /// What one step produces.
@@ -170,27 +171,6 @@ fn running_stats(varmap: &candle_nn::VarMap) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
-/// `|a - b| / |a|` in the L2 norm over all tensors together, and the worst single tensor.
-fn diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> (f64, String, f64) {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    let (mut num, mut den) = (0f64, 0f64);
-    let mut worst = (String::new(), 0f64);
-    for (k, x) in a {
-        let (mut n, mut d) = (0f64, 0f64);
-        for (p, q) in x.iter().zip(&b[k]) {
-            n += f64::from(p - q).powi(2);
-            d += f64::from(*p).powi(2);
-        }
-        num += n;
-        den += d;
-        let r = (n / d.max(1e-30)).sqrt();
-        if r > worst.1 {
-            worst = (k.clone(), r);
-        }
-    }
-    ((num / den.max(1e-30)).sqrt(), worst.0, worst.1)
-}
-
 /// Bounds on the relative error against f32 of one step's loss, all gradients together (L2), the
 /// output convs' gradients and the moving statistics, about 2-3x over what was measured on the CPU
 /// (same figures in the same order):
@@ -239,15 +219,15 @@ fn compare_with_f32(tiny: bool, size: usize) {
         let s = step(tiny, size, p);
         let bound = bounds(tiny, p);
         let rel_loss = (s.loss - reference.loss).abs() / reference.loss.abs();
-        let (dg, ng, wg) = diff(&reference.grads, &s.grads);
-        let (ds, ns, ws) = diff(&reference.stats, &s.stats);
+        let (dg, ng, wg) = relative_l2(&reference.grads, &s.grads);
+        let (ds, ns, ws) = relative_l2(&reference.stats, &s.stats);
         let kernels = |g: &BTreeMap<String, Vec<f32>>| -> BTreeMap<String, Vec<f32>> {
             g.iter()
                 .filter(|(k, _)| yolo_model::is_conv_kernel(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        let (dk, nk, wk) = diff(&kernels(&reference.grads), &kernels(&s.grads));
+        let (dk, nk, wk) = relative_l2(&kernels(&reference.grads), &kernels(&s.grads));
         // The output convs' gradients: one layer from the loss, so only the forward pass's
         // rounding reaches them (the deep layers' gradients also carry every BatchNorm's
         // amplification of the backward pass's rounding).
@@ -257,7 +237,7 @@ fn compare_with_f32(tiny: bool, size: usize) {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        let (dh, nh, wh) = diff(&heads(&reference.grads), &heads(&s.grads));
+        let (dh, nh, wh) = relative_l2(&heads(&reference.grads), &heads(&s.grads));
         eprintln!(
             "{what} {p}: loss {} vs f32 {} (rel {rel_loss:.2e}), loss scale {}, gradients \
              {dg:.2e} (worst {ng} {wg:.2e}), kernel gradients {dk:.2e} (worst {nk} {wk:.2e}), output-conv gradients {dh:.2e} \

@@ -97,6 +97,19 @@ pub fn all_finite(v: &[f32]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
 
+/// keras-yolo3's YOLOv3 anchors (`model_data/yolo_anchors.txt`).
+pub const YOLO_ANCHORS: [[f32; 2]; 9] = [
+    [10., 13.],
+    [16., 30.],
+    [33., 23.],
+    [30., 61.],
+    [62., 45.],
+    [59., 119.],
+    [116., 90.],
+    [156., 198.],
+    [373., 326.],
+];
+
 /// keras-yolo3's tiny anchors (`tiny_yolo_anchors.txt`).
 pub const TINY_ANCHORS: [[f32; 2]; 6] = [
     [10., 14.],
