@@ -9,7 +9,8 @@
 //! * [`conv2d`]: 2-D convolution without bias; [`set_winograd`] switches its Winograd path.
 //! * [`batch_norm_leaky_train`], [`affine_leaky`]: training- and inference-mode batch norm fused
 //!   with leaky ReLU.
-//! * [`leaky_relu`], [`upsample2x`], [`max_pool_2x2_s1_same`]: the remaining layers' ops.
+//! * [`leaky_relu`], [`upsample2x`], [`max_pool2x2`], [`max_pool_2x2_s1_same`]: the remaining
+//!   layers' ops.
 //! * [`sum_of_squares()`]: `Σ w²` for the L2 kernel penalty.
 //! * [`generic_ops`], [`set_generic_ops`]: force candle's device-generic ops on the CPU too.
 //!
@@ -22,6 +23,7 @@
 //! * `gemm.rs`: strided matrix views and the calls into the `gemm` crate.
 //! * `bn_leaky.rs`: the fused batch norm + leaky ReLU custom ops, forward and backward.
 //! * `leaky.rs`: the leaky ReLU custom op.
+//! * `max_pool.rs`: tiny YOLOv3's stride-2 max pool as a custom op.
 //! * `simd.rs`: AVX2 dispatch for the element-wise loops and the branch-free leaky factor.
 //! * `scratch.rs`: per-thread scratch buffers for temporaries.
 //! * `storage.rs`: the f32 slice behind a custom op's CPU storage.
@@ -33,6 +35,7 @@ mod bn_leaky;
 mod conv;
 mod gemm;
 mod leaky;
+mod max_pool;
 mod scratch;
 mod simd;
 mod storage;
@@ -42,6 +45,6 @@ mod winograd;
 
 pub use sum_of_squares::sum_of_squares;
 pub use surface::{
-    affine_leaky, batch_norm_leaky_train, conv2d, generic_ops, leaky_relu, max_pool_2x2_s1_same,
-    set_generic_ops, set_winograd, upsample2x,
+    affine_leaky, batch_norm_leaky_train, conv2d, generic_ops, leaky_relu, max_pool2x2,
+    max_pool_2x2_s1_same, set_generic_ops, set_winograd, upsample2x,
 };

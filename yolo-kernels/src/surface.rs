@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::{bn_leaky, conv, leaky, winograd};
+use crate::{bn_leaky, conv, leaky, max_pool, winograd};
 
 /// The custom CPU kernels handle contiguous-or-not f32 tensors on the CPU; everything else
 /// (CUDA, Metal, other dtypes) keeps candle's own ops, as does everything while
@@ -91,6 +91,33 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
     x.reshape((n, c, h, 1, w, 1))?
         .broadcast_as((n, c, h, 2, w, 2))?
         .reshape((n, c, h * 2, w * 2))
+}
+
+/// Tiny YOLOv3's 2x2 stride-2 max pool over NCHW `x` (odd sizes drop the last row or column).
+///
+/// On CPU f32 it is one pass each way, the gradient going to each window's first maximum as in
+/// TensorFlow. Elsewhere it is a maximum over a reshaped view, which gives every tied maximum the
+/// whole gradient. (candle 0.11's own `max_pool2d` backward multiplies the gradient by the
+/// fraction of the window at the maximum instead of dividing by it: a quarter of the true
+/// gradient per pool.)
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    if fast_cpu(x) {
+        x.contiguous()?.apply_op1(max_pool::MaxPool2x2Op)
+    } else {
+        max_pool2x2_generic(x)
+    }
+}
+
+/// [`max_pool2x2`] from candle's reshape and max reduction, for every device.
+pub(crate) fn max_pool2x2_generic(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h / 2, w / 2);
+    let x = if (h, w) == (2 * oh, 2 * ow) {
+        x.clone()
+    } else {
+        x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)?
+    };
+    x.reshape((n, c, oh, 2, ow, 2))?.max(5)?.max(3)
 }
 
 /// Tiny YOLOv3's 2x2 stride-1 'same' max pool: the window at (i, j) covers rows i..i+2 and columns

@@ -462,3 +462,85 @@ fn conv2d_gives_no_gradient_to_untracked_arguments() -> Result<()> {
     assert!(max_rel_err(gw, gw_ref.get(w.as_tensor()).expect("ref gradient"))? < 1e-5);
     Ok(())
 }
+
+/// `n` distinct values 0.1 apart in random order: no ties, and a finite difference of 0.01 never
+/// changes a window's maximum.
+fn distinct_shuffled(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - n as f32 * 0.05).collect();
+    for i in (1..n).rev() {
+        v.swap(i, rng.random_range(0..=i));
+    }
+    v
+}
+
+#[test]
+fn max_pool2x2_matches_candle_forward_and_finite_differences() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(37);
+    // Even and odd sizes (odd ones drop the last row/column), batch 1 and 3.
+    for dims in [[1, 3, 8, 6], [3, 2, 7, 9], [2, 5, 2, 2], [1, 1, 3, 3]] {
+        let n: usize = dims.iter().product();
+        let xs = distinct_shuffled(&mut rng, n);
+        let x = Var::from_vec(xs.clone(), &dims[..], &Device::Cpu)?;
+        let y = ops::max_pool2x2(x.as_tensor())?;
+        let y_ref = x.as_tensor().max_pool2d(2)?;
+        assert_eq!(y.dims(), y_ref.dims(), "{dims:?}");
+        assert_eq!(
+            y.flatten_all()?.to_vec1::<f32>()?,
+            y_ref.flatten_all()?.to_vec1::<f32>()?
+        );
+        let rs = rand_vec(&mut rng, y.elem_count());
+        let r = Tensor::from_vec(rs.clone(), y.dims(), &Device::Cpu)?;
+        let g = (&y * &r)?.sum_all()?.backward()?;
+        let gx = g.get(x.as_tensor()).expect("x gradient");
+        let fd = finite_diff(&xs, 1e-2, |v| {
+            let x = Tensor::from_vec(v.to_vec(), &dims[..], &Device::Cpu)?;
+            weighted_sum(&ops::max_pool2x2(&x)?, &rs)
+        })?;
+        assert_close(gx, &fd, 1e-4, "max_pool2x2 dx")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn candle_max_pool2d_backward_is_a_quarter_of_the_gradient() -> Result<()> {
+    // Why `max_pool2x2` does not fall back to candle's `max_pool2d`: with one maximum per window
+    // its backward gives 1/4 of the gradient. If this starts failing, candle has fixed it.
+    let x = Var::from_vec(vec![1f32, 4.0, 2.0, 3.0], (1, 1, 2, 2), &Device::Cpu)?;
+    let g = x.as_tensor().max_pool2d(2)?.sum_all()?.backward()?;
+    let gx = g.get(x.as_tensor()).expect("x gradient");
+    assert_eq!(
+        gx.flatten_all()?.to_vec1::<f32>()?,
+        vec![0.0, 0.25, 0.0, 0.0]
+    );
+    let g = ops::max_pool2x2(x.as_tensor())?.sum_all()?.backward()?;
+    let gx = g.get(x.as_tensor()).expect("x gradient");
+    assert_eq!(
+        gx.flatten_all()?.to_vec1::<f32>()?,
+        vec![0.0, 1.0, 0.0, 0.0]
+    );
+    Ok(())
+}
+
+#[test]
+fn max_pool2x2_gives_a_tie_to_the_first_maximum_as_tensorflow() -> Result<()> {
+    // Window 1: 2 at top-right and bottom-left; window 2: all equal; window 3: one max at the
+    // bottom right.
+    #[rustfmt::skip]
+    let xs = vec![
+        1.0f32, 2.0, 0.0, 0.0, -3.0, -2.0,
+        2.0,    1.0, 0.0, 0.0, -4.0, -1.0,
+    ];
+    let x = Var::from_vec(xs, (1, 1, 2, 6), &Device::Cpu)?;
+    let y = ops::max_pool2x2(x.as_tensor())?;
+    assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![2.0, 0.0, -1.0]);
+    let r = Tensor::new(&[[[[10f32, 20.0, 30.0]]]], &Device::Cpu)?;
+    let g = (&y * &r)?.sum_all()?.backward()?;
+    let gx = g.get(x.as_tensor()).expect("x gradient");
+    #[rustfmt::skip]
+    let want = vec![
+        0.0f32, 10.0, 20.0, 0.0, 0.0, 0.0,
+        0.0,    0.0,  0.0,  0.0, 0.0, 30.0,
+    ];
+    assert_eq!(gx.flatten_all()?.to_vec1::<f32>()?, want);
+    Ok(())
+}

@@ -290,7 +290,7 @@ impl YoloBody {
                 let mut x = x.clone();
                 for (i, c) in n.backbone.iter().enumerate() {
                     if i > 0 {
-                        x = x.max_pool2d(2)?;
+                        x = ops::max_pool2x2(&x)?;
                     }
                     x = c.forward_t(&x, train)?;
                 }
@@ -339,7 +339,7 @@ impl YoloBody {
                 let [x1] = backbone else {
                     candle_core::bail!("tiny neck takes 1 backbone map, got {}", backbone.len());
                 };
-                let x = n.conv5.forward_t(&x1.max_pool2d(2)?, train)?;
+                let x = n.conv5.forward_t(&ops::max_pool2x2(x1)?, train)?;
                 let x = ops::max_pool_2x2_s1_same(&x)?;
                 let x2 = n.conv7.forward_t(&n.conv6.forward_t(&x, train)?, train)?;
                 let f0 = n.s0.forward_t(&x2, train)?;
