@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::simd::{leaky_factor, with_avx2};
+use crate::simd::{leaky_factor, with_simd};
 use crate::storage::contiguous_f32;
 
 /// `(n, c, hw)` of an NCHW layout whose per-channel parameters have `c` elements.
@@ -72,7 +72,7 @@ fn affine_leaky(
         .enumerate()
         .for_each(|(i, (y, x))| {
             let (a, s) = (scale[i % c], shift[i % c]);
-            with_avx2(|| {
+            with_simd(|| {
                 for (y, &x) in y.iter_mut().zip(x) {
                     let z = a * x + s;
                     *y = z * leaky_factor(z, slope);
@@ -138,7 +138,7 @@ impl CustomOp3 for BnLeakyTrainOp {
         let (mean, var): (Vec<f32>, Vec<f32>) = (0..c)
             .into_par_iter()
             .map(|ch| {
-                with_avx2(|| {
+                with_simd(|| {
                     let mean = channel_sum(x, c, hw, n, ch, |v| v) / count;
                     let m = mean as f32;
                     let var = channel_sum(x, c, hw, n, ch, |v| (v - m) * (v - m)) / count;
@@ -291,7 +291,7 @@ impl CustomOp3 for BnLeakyGradOp {
                     let (xs, ys, gs) = (&x[off..][..hw], &y[off..][..hw], &g[off..][..hw]);
                     // Eight f32 lanes per image and channel (lane l takes elements 8i + l, the
                     // tail goes to lane 0), summed in f64 afterwards.
-                    let (a, bb) = with_avx2(|| {
+                    let (a, bb) = with_simd(|| {
                         let (mut a, mut bb) = ([0f32; 8], [0f32; 8]);
                         let blocks = xs
                             .chunks_exact(8)
@@ -329,7 +329,7 @@ impl CustomOp3 for BnLeakyGradOp {
             let k = gamma[ch] * is;
             let mdz = sums[ch].0 as f32 / count;
             let mdzx = sums[ch].1 as f32 / count;
-            with_avx2(|| {
+            with_simd(|| {
                 for j in 0..hw {
                     let dz = gs[j] * leaky_factor(ys[j], slope);
                     let xhat = (xs[j] - m) * is;

@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::simd::{leaky_factor, with_avx2};
+use crate::simd::{leaky_factor, with_simd};
 use crate::storage::contiguous_f32;
 
 /// Elements per rayon task for element-wise kernels: large enough to amortise scheduling.
@@ -31,7 +31,7 @@ impl CustomOp1 for LeakyReluOp {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
-                with_avx2(|| {
+                with_simd(|| {
                     for (y, &x) in y.iter_mut().zip(x) {
                         *y = x * leaky_factor(x, slope);
                     }
@@ -81,7 +81,7 @@ impl CustomOp2 for LeakyReluGradOp {
         dx.par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
             .for_each(|(dx, (y, g))| {
-                with_avx2(|| {
+                with_simd(|| {
                     for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
                         *d = g * leaky_factor(y, slope);
                     }

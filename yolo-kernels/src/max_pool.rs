@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::simd::with_avx2;
+use crate::simd::with_simd;
 use crate::storage::contiguous_f32;
 
 /// The `(n, c, h, w)` of a contiguous NCHW layout, or an error naming `what`.
@@ -57,7 +57,7 @@ impl CustomOp1 for MaxPool2x2Op {
             y.par_chunks_mut(oh * ow)
                 .zip(x.par_chunks(h * w))
                 .for_each(|(y, x)| {
-                    with_avx2(|| {
+                    with_simd(|| {
                         for (i, yr) in y.chunks_exact_mut(ow).enumerate() {
                             let r0 = &x[2 * i * w..2 * i * w + 2 * ow];
                             let r1 = &x[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
@@ -113,7 +113,7 @@ impl CustomOp2 for MaxPool2x2GradOp {
             dx.par_chunks_mut(h * w)
                 .zip(x.par_chunks(h * w).zip(g.par_chunks(oh * ow)))
                 .for_each(|(dx, (x, g))| {
-                    with_avx2(|| {
+                    with_simd(|| {
                         for (i, gr) in g.chunks_exact(ow).enumerate() {
                             let (top, bottom) = dx[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
                             let r0 = &x[2 * i * w..2 * i * w + 2 * ow];

@@ -38,7 +38,7 @@ use rayon::prelude::*;
 use crate::conv::ConvGeom;
 use crate::gemm::{sgemm_seq, MatMut, MatRef};
 use crate::scratch::with_scratch;
-use crate::simd::with_avx2;
+use crate::simd::with_simd;
 use tiling::{OutPtr, Tiling};
 
 /// Convolutions with fewer channels than this (on either side) stay on im2col: their GEMMs are too
@@ -261,7 +261,7 @@ fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel) -> Result<V
                 planes * c_in * nt,
                 planes * c_out * nt,
                 |v, m| -> Result<()> {
-                    with_avx2(|| tile.input_transform(x, (c_in, h, w), &t, rr, v));
+                    with_simd(|| tile.input_transform(x, (c_in, h, w), &t, rr, v));
                     for xi in 0..planes {
                         sgemm_seq(
                             c_out,
@@ -277,7 +277,7 @@ fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel) -> Result<V
                         )?;
                     }
                     // SAFETY: `ptr` covers the whole output, and block `i` alone owns tile rows `rr`.
-                    with_avx2(|| unsafe { tile.output_transform(m, (c_out, h, w), &t, rr, ptr) });
+                    with_simd(|| unsafe { tile.output_transform(m, (c_out, h, w), &t, rr, ptr) });
                     Ok(())
                 },
             )?;
@@ -359,8 +359,8 @@ fn kernel_grad_with(g: &ConvGeom, x: &[f32], grad: &[f32], tile: TileSize) -> Re
                     planes * c_in * nt,
                     planes * c_out * nt,
                     |v, gt| -> Result<()> {
-                        with_avx2(|| tile.input_transform(x, (c_in, h, w), &t, rr, v));
-                        with_avx2(|| tile.grad_transform(grad, (c_out, h, w), &t, rr, gt));
+                        with_simd(|| tile.input_transform(x, (c_in, h, w), &t, rr, v));
+                        with_simd(|| tile.grad_transform(grad, (c_out, h, w), &t, rr, gt));
                         for xi in 0..planes {
                             sgemm_seq(
                                 c_out,
