@@ -145,13 +145,24 @@ mod tests {
     }
 
     #[test]
-    fn the_generic_path_agrees_with_the_kernel_without_ties() -> Result<()> {
+    fn the_generic_path_agrees_with_the_kernel_ties_included() -> Result<()> {
         use candle_core::{Device, Var};
-        // Distinct values: ties are where the two differ (the generic max gives each tied
-        // maximum the whole gradient).
-        for dims in [(2usize, 3usize, 6usize, 8usize), (1, 2, 5, 7)] {
+        for (dims, tied) in [
+            ((2usize, 3usize, 6usize, 8usize), false),
+            ((1, 2, 5, 7), false),
+            ((2, 2, 6, 6), true),
+        ] {
             let n = dims.0 * dims.1 * dims.2 * dims.3;
-            let xs: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32 * 0.01).collect();
+            // Distinct values, or values from {0, 1, 2} with many ties in every pattern.
+            let xs: Vec<f32> = (0..n)
+                .map(|i| {
+                    if tied {
+                        ((i * 7 + i / 5) % 3) as f32
+                    } else {
+                        ((i * 7919) % n) as f32 * 0.01
+                    }
+                })
+                .collect();
             let x = Var::from_vec(xs, dims, &Device::Cpu)?;
             let fast = x.as_tensor().apply_op1(MaxPool2x2Op)?;
             let generic = crate::surface::max_pool2x2_generic(x.as_tensor())?;
@@ -159,7 +170,7 @@ mod tests {
                 fast.flatten_all()?.to_vec1::<f32>()?,
                 generic.flatten_all()?.to_vec1::<f32>()?
             );
-            let r = Tensor::arange(0f32, fast.elem_count() as f32, &Device::Cpu)?
+            let r = Tensor::arange(1f32, fast.elem_count() as f32 + 1.0, &Device::Cpu)?
                 .reshape(fast.dims())?;
             let g_fast = (&fast * &r)?.sum_all()?.backward()?;
             let g_generic = (&generic * &r)?.sum_all()?.backward()?;
@@ -167,10 +178,14 @@ mod tests {
                 g_fast.get(x.as_tensor()).expect("fast gradient"),
                 g_generic.get(x.as_tensor()).expect("generic gradient"),
             );
-            assert_eq!(
+            let (a, b) = (
                 a.flatten_all()?.to_vec1::<f32>()?,
-                b.flatten_all()?.to_vec1::<f32>()?
+                b.flatten_all()?.to_vec1::<f32>()?,
             );
+            assert_eq!(a, b, "{dims:?} tied {tied}");
+            // Each window's gradient reaches one element, so the sums agree.
+            let sum_r: f32 = r.flatten_all()?.to_vec1::<f32>()?.iter().sum();
+            assert_eq!(a.iter().sum::<f32>(), sum_r);
         }
         Ok(())
     }

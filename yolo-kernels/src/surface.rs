@@ -95,11 +95,11 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
 
 /// Tiny YOLOv3's 2x2 stride-2 max pool over NCHW `x` (odd sizes drop the last row or column).
 ///
-/// On CPU f32 it is one pass each way, the gradient going to each window's first maximum as in
-/// TensorFlow. Elsewhere it is a maximum over a reshaped view, which gives every tied maximum the
-/// whole gradient. (candle 0.11's own `max_pool2d` backward multiplies the gradient by the
-/// fraction of the window at the maximum instead of dividing by it: a quarter of the true
-/// gradient per pool.)
+/// On CPU f32 it is one pass each way; elsewhere it is composed from candle ops. On every device
+/// a window's gradient goes to its first maximum in row-major order, as in TensorFlow's
+/// `MaxPoolGrad`: ties are common (the letterbox's grey border gives constant activations). candle
+/// 0.11's own `max_pool2d` is not used: its backward multiplies the gradient by the fraction of
+/// the window at the maximum instead of dividing by it (a quarter of the true gradient per pool).
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     if fast_cpu(x) {
         x.contiguous()?.apply_op1(max_pool::MaxPool2x2Op)
@@ -108,16 +108,29 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// [`max_pool2x2`] from candle's reshape and max reduction, for every device.
+/// [`max_pool2x2`] from candle's reshape, compare and select ops, for every device: the output
+/// selects the first of the window's four elements that is at least each later one, so the
+/// gradient reaches exactly that element.
 pub(crate) fn max_pool2x2_generic(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = (h / 2, w / 2);
-    let x = if (h, w) == (2 * oh, 2 * ow) {
-        x.clone()
-    } else {
-        x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)?
+    let x = x
+        .narrow(2, 0, 2 * oh)?
+        .narrow(3, 0, 2 * ow)?
+        .reshape((n, c, oh, 2, ow, 2))?;
+    let at = |dy: usize, dx: usize| -> Result<Tensor> {
+        x.narrow(3, dy, 1)?
+            .narrow(5, dx, 1)?
+            .reshape((n, c, oh, ow))
     };
-    x.reshape((n, c, oh, 2, ow, 2))?.max(5)?.max(3)
+    let (a, b, cc, d) = (at(0, 0)?, at(0, 1)?, at(1, 0)?, at(1, 1)?);
+    // The masks compare detached values: they select, they are not differentiated.
+    let (ad, bd, cd, dd) = (a.detach(), b.detach(), cc.detach(), d.detach());
+    let max_cd = cd.maximum(&dd)?;
+    let max_bcd = bd.maximum(&max_cd)?;
+    let c_or_d = cd.ge(&dd)?.where_cond(&cc, &d)?;
+    let b_or_later = bd.ge(&max_cd)?.where_cond(&b, &c_or_d)?;
+    ad.ge(&max_bcd)?.where_cond(&a, &b_or_later)
 }
 
 /// Tiny YOLOv3's 2x2 stride-1 'same' max pool: the window at (i, j) covers rows i..i+2 and columns
