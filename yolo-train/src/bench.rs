@@ -47,8 +47,10 @@ pub struct BenchCase {
     pub freeze: FreezeBody,
     /// What is timed.
     pub kind: BenchKind,
-    /// keras-yolo3 on TensorFlow 2.21, same machine kind, seconds per step (or per image for
-    /// the bottleneck), when known: the ratio printed next to ours.
+    /// keras-yolo3 on TensorFlow 2.21, seconds per step (or per image for the bottleneck), from
+    /// one stored run on a 2-core AMD EPYC (AVX2) on 2026-11-28, when known: the ratio printed
+    /// next to ours is only a hint, since machines differ from day to day;
+    /// `../shared/anchors/side_by_side.sh` measures both in one run.
     pub tf_seconds: Option<f64>,
 }
 

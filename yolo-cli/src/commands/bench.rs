@@ -114,7 +114,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         results.push(r);
     }
-    println!("(bottleneck: seconds per image; /TF: our time over keras-yolo3 on TensorFlow 2.21, same machine kind)");
+    println!(
+        "(bottleneck: seconds per image; /TF: our time over keras-yolo3 on TensorFlow 2.21 from a \
+         stored run on a 2-core EPYC, 2026-11-28: a hint only, side_by_side.sh compares in one run)"
+    );
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&serde_json::json!({
             "gemm_gflops": gemm,
