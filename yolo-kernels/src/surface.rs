@@ -123,19 +123,27 @@ pub(crate) fn max_pool2x2_generic(x: &Tensor) -> Result<Tensor> {
             .narrow(5, dx, 1)?
             .reshape((n, c, oh, ow))
     };
-    let (a, b, cc, d) = (at(0, 0)?, at(0, 1)?, at(1, 0)?, at(1, 1)?);
+    first_max4(&at(0, 0)?, &at(0, 1)?, &at(1, 0)?, &at(1, 1)?)
+}
+
+/// The element-wise maximum of a 2x2 window's four elements (top-left, top-right, bottom-left,
+/// bottom-right), selecting the first that is at least every later one, so that a tie's gradient
+/// goes to the first maximum in row-major order (TensorFlow's max-pool gradient).
+fn first_max4(a: &Tensor, b: &Tensor, c: &Tensor, d: &Tensor) -> Result<Tensor> {
     // The masks compare detached values: they select, they are not differentiated.
-    let (ad, bd, cd, dd) = (a.detach(), b.detach(), cc.detach(), d.detach());
+    let (ad, bd, cd, dd) = (a.detach(), b.detach(), c.detach(), d.detach());
     let max_cd = cd.maximum(&dd)?;
     let max_bcd = bd.maximum(&max_cd)?;
-    let c_or_d = cd.ge(&dd)?.where_cond(&cc, &d)?;
-    let b_or_later = bd.ge(&max_cd)?.where_cond(&b, &c_or_d)?;
-    ad.ge(&max_bcd)?.where_cond(&a, &b_or_later)
+    let c_or_d = cd.ge(&dd)?.where_cond(c, d)?;
+    let b_or_later = bd.ge(&max_cd)?.where_cond(b, &c_or_d)?;
+    ad.ge(&max_bcd)?.where_cond(a, &b_or_later)
 }
 
 /// Tiny YOLOv3's 2x2 stride-1 'same' max pool: the window at (i, j) covers rows i..i+2 and columns
 /// j..j+2; the bottom row and right column are padded, and the padding never wins the max
-/// (Keras pads max pools with -inf). candle 0.11 has no backward for kernel != stride.
+/// (Keras pads max pools with -inf). candle 0.11 has no backward for kernel != stride. A tie's
+/// gradient goes to the first maximum, as in [`max_pool2x2`]; the windows overlap, so an element
+/// collects the gradients of every window it is the first maximum of.
 pub fn max_pool_2x2_s1_same(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     // Replicating the last row/column gives the same maxima as -inf padding.
@@ -145,7 +153,7 @@ pub fn max_pool_2x2_s1_same(x: &Tensor) -> Result<Tensor> {
     let b = xp.narrow(2, 0, h)?.narrow(3, 1, w)?;
     let c = xp.narrow(2, 1, h)?.narrow(3, 0, w)?;
     let d = xp.narrow(2, 1, h)?.narrow(3, 1, w)?;
-    a.maximum(&b)?.maximum(&c.maximum(&d)?)
+    first_max4(&a, &b, &c, &d)
 }
 
 /// Training-mode batch normalisation fused with leaky ReLU, over the channel axis of NCHW `x`:

@@ -544,3 +544,42 @@ fn max_pool2x2_gives_a_tie_to_the_first_maximum_as_tensorflow() -> Result<()> {
     assert_eq!(gx.flatten_all()?.to_vec1::<f32>()?, want);
     Ok(())
 }
+
+#[test]
+fn max_pool_2x2_s1_same_matches_finite_differences_and_gives_ties_to_the_first() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(41);
+    for dims in [[1, 2, 5, 4], [2, 1, 3, 3]] {
+        let n: usize = dims.iter().product();
+        let xs = distinct_shuffled(&mut rng, n);
+        let x = Var::from_vec(xs.clone(), &dims[..], &Device::Cpu)?;
+        let y = ops::max_pool_2x2_s1_same(x.as_tensor())?;
+        assert_eq!(y.dims(), &dims[..]);
+        let rs = rand_vec(&mut rng, n);
+        let r = Tensor::from_vec(rs.clone(), &dims[..], &Device::Cpu)?;
+        let g = (&y * &r)?.sum_all()?.backward()?;
+        let fd = finite_diff(&xs, 1e-2, |v| {
+            let x = Tensor::from_vec(v.to_vec(), &dims[..], &Device::Cpu)?;
+            weighted_sum(&ops::max_pool_2x2_s1_same(&x)?, &rs)
+        })?;
+        assert_close(
+            g.get(x.as_tensor()).expect("x gradient"),
+            &fd,
+            1e-4,
+            "s1 pool dx",
+        )?;
+    }
+    // A constant map: every window is a four-way tie, won by its top-left element, and every
+    // element is the top-left of exactly one window, so the gradient is the output's weight.
+    let x = Var::from_vec(vec![0.5f32; 12], (1, 1, 3, 4), &Device::Cpu)?;
+    let y = ops::max_pool_2x2_s1_same(x.as_tensor())?;
+    let r = Tensor::arange(1f32, 13.0, &Device::Cpu)?.reshape((1, 1, 3, 4))?;
+    let g = (&y * &r)?.sum_all()?.backward()?;
+    assert_eq!(
+        g.get(x.as_tensor())
+            .expect("x gradient")
+            .flatten_all()?
+            .to_vec1::<f32>()?,
+        r.flatten_all()?.to_vec1::<f32>()?
+    );
+    Ok(())
+}
