@@ -18,19 +18,9 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{black_box, criterion_main, BenchmarkId, Criterion};
+use yolov3::data::Anchors;
 use yolov3::loss::{yolo_loss, yolo_loss_tensor_ops, LossConfig, LossError, LossParts};
 
-const ANCHORS: [[f32; 2]; 9] = [
-    [10., 13.],
-    [16., 30.],
-    [33., 23.],
-    [30., 61.],
-    [62., 45.],
-    [59., 119.],
-    [116., 90.],
-    [156., 198.],
-    [373., 326.],
-];
 const MASKS: [[usize; 3]; 3] = [[6, 7, 8], [3, 4, 5], [0, 1, 2]];
 const BATCH: usize = 8;
 const INPUT: usize = 416;
@@ -51,6 +41,7 @@ impl Rng {
 /// `preprocess_true_boxes` writes them (best anchor by IoU of the sizes over all 9 anchors, the
 /// layer whose mask holds it, cell `floor(x * gw)`, `floor(y * gh)`, one-hot class).
 fn y_true(num_classes: usize, rng: &mut Rng) -> Vec<Tensor> {
+    let anchors = Anchors::yolo_default().wh;
     let k = 5 + num_classes;
     let mut layers: Vec<Vec<f32>> = GRIDS
         .iter()
@@ -66,7 +57,7 @@ fn y_true(num_classes: usize, rng: &mut Rng) -> Vec<Tensor> {
             );
             let best = (0..9)
                 .map(|n| {
-                    let [aw, ah] = ANCHORS[n];
+                    let [aw, ah] = anchors[n];
                     let inter = w.min(aw) * h.min(ah);
                     (n, inter / (w * h + aw * ah - inter))
                 })
@@ -114,6 +105,7 @@ type LossFn =
     fn(&[Tensor], &[Tensor], &[[f32; 2]], usize, &LossConfig) -> Result<LossParts, LossError>;
 
 fn bench_loss(c: &mut Criterion) {
+    let anchors = Anchors::yolo_default().wh;
     let cfg = LossConfig::default();
     let paths: [(&str, LossFn, usize); 2] = [
         ("fused", yolo_loss, 20),
@@ -133,13 +125,13 @@ fn bench_loss(c: &mut Criterion) {
             let id = format!("c{num_classes}");
             group.bench_function(BenchmarkId::new("forward", &id), |b| {
                 b.iter(|| {
-                    let parts = f(&raws, &yt, &ANCHORS, num_classes, &cfg).expect("loss");
+                    let parts = f(&raws, &yt, &anchors, num_classes, &cfg).expect("loss");
                     black_box(parts.total.to_scalar::<f32>().expect("scalar"))
                 })
             });
             group.bench_function(BenchmarkId::new("forward_backward", &id), |b| {
                 b.iter(|| {
-                    let parts = f(&raws, &yt, &ANCHORS, num_classes, &cfg).expect("loss");
+                    let parts = f(&raws, &yt, &anchors, num_classes, &cfg).expect("loss");
                     black_box(parts.total.backward().expect("backward"))
                 })
             });

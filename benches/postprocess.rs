@@ -17,21 +17,10 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use criterion::{black_box, criterion_main, BenchmarkId, Criterion};
+use yolov3::data::Anchors;
 use yolov3::eval::{
     yolo_eval_batch, EvalImage, EvalParams, EvalSet, GroundTruth, MapReport, ScoredBox,
 };
-
-const ANCHORS: [[f32; 2]; 9] = [
-    [10., 13.],
-    [16., 30.],
-    [33., 23.],
-    [30., 61.],
-    [62., 45.],
-    [59., 119.],
-    [116., 90.],
-    [156., 198.],
-    [373., 326.],
-];
 
 /// xorshift in [0, 1).
 struct Rng(u64);
@@ -68,6 +57,7 @@ fn raw_outputs(batch: usize, num_classes: usize, rng: &mut Rng) -> Vec<Tensor> {
 }
 
 fn bench_yolo_eval(c: &mut Criterion) {
+    let anchors = Anchors::yolo_default().wh;
     let mut group = c.benchmark_group("yolo_eval_416_c80");
     group
         .measurement_time(Duration::from_secs(5))
@@ -87,7 +77,7 @@ fn bench_yolo_eval(c: &mut Criterion) {
                 &outputs,
                 |b, outs| {
                     b.iter(|| {
-                        black_box(yolo_eval_batch(outs, &ANCHORS, 80, &shapes, &params).unwrap())
+                        black_box(yolo_eval_batch(outs, &anchors, 80, &shapes, &params).unwrap())
                     })
                 },
             );
