@@ -3,11 +3,14 @@
 //! loss and its parts, every gradient, the BatchNorm moving statistics and one Adam update, for
 //! tiny YOLOv3 and YOLOv3. One test in its own binary: the switch is process-wide.
 
+mod common;
+use common::{boxes, flat, images};
+
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
+use yolo_data::{preprocess_true_boxes, Anchors, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::{l2_penalty, trainable_vars, FreezeBody, YoloBody, YoloConfig};
 use yolo_testutil::relative_l2;
@@ -21,15 +24,6 @@ struct Step {
     grads: BTreeMap<String, Vec<f32>>,
     stats: BTreeMap<String, Vec<f32>>,
     weights: BTreeMap<String, Vec<f32>>,
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
 }
 
 /// One all-trainable training step at `size`, batch 2, from seeded weights and a fixed input.
@@ -49,44 +43,9 @@ fn step_in(tiny: bool, size: usize, generic: bool, dtype: DType) -> Step {
     let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
     let model = YoloBody::new(&cfg, vb).unwrap();
     seeded_glorot_init(&varmap, 11).unwrap();
-    let n = 2 * 3 * size * size;
-    // A fixed pseudo-random image in [0, 1).
-    let mut state = 12345u32;
-    let pixels: Vec<f32> = (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32
-        })
-        .collect();
-    let x = Tensor::from_vec(pixels, (2, 3, size, size), &dev)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap();
-    let boxes = vec![
-        vec![
-            BoxLabel {
-                x_min: 4.0,
-                y_min: 8.0,
-                x_max: 40.0,
-                y_max: 60.0,
-                class: 1,
-            },
-            BoxLabel {
-                x_min: 44.0,
-                y_min: 4.0,
-                x_max: 52.0,
-                y_max: 14.0,
-                class: 2,
-            },
-        ],
-        vec![BoxLabel {
-            x_min: 10.0,
-            y_min: 20.0,
-            x_max: 62.0,
-            y_max: 50.0,
-            class: 0,
-        }],
-    ];
+    let x = images(size, &dev).to_dtype(dtype).unwrap();
+    // The same boxes at every size: those of a 64 x 64 input.
+    let boxes = boxes(64);
     let y_true: Vec<Tensor> =
         preprocess_true_boxes(&boxes, InputShape::new(size, size).unwrap(), &anchors, 3)
             .unwrap()

@@ -5,10 +5,13 @@
 //! loss, every gradient, the BatchNorm moving statistics, and that the master weights and Adam's
 //! moments stay f32. f16 runs with the dynamic loss scale, as training does.
 
+mod common;
+use common::{boxes, flat, images};
+
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
-use yolo_data::{preprocess_true_boxes, Anchors, BoxLabel, InputShape};
+use yolo_data::{preprocess_true_boxes, Anchors, InputShape};
 use yolo_loss::{yolo_loss, LossConfig};
 use yolo_model::{l2_penalty, trainable_vars, FreezeBody, Precision, YoloBody, YoloConfig};
 use yolo_testutil::relative_l2;
@@ -24,42 +27,6 @@ struct Step {
     moment_dtypes: Vec<DType>,
     /// The loss scale the applied gradients were computed with (1 unless f16).
     scale: f64,
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-}
-
-/// A fixed pseudo-random batch of two `size` x `size` images in [0, 1).
-fn images(size: usize, dev: &Device) -> Tensor {
-    let mut state = 12345u32;
-    let pixels: Vec<f32> = (0..2 * 3 * size * size)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32
-        })
-        .collect();
-    Tensor::from_vec(pixels, (2, 3, size, size), dev).unwrap()
-}
-
-fn boxes(size: usize) -> Vec<Vec<BoxLabel>> {
-    let s = size as f32 / 64.0;
-    let b = |x0: f32, y0: f32, x1: f32, y1: f32, class| BoxLabel {
-        x_min: x0 * s,
-        y_min: y0 * s,
-        x_max: x1 * s,
-        y_max: y1 * s,
-        class,
-    };
-    vec![
-        vec![b(4.0, 8.0, 40.0, 60.0, 1), b(44.0, 4.0, 52.0, 14.0, 2)],
-        vec![b(10.0, 20.0, 62.0, 50.0, 0)],
-    ]
 }
 
 /// One all-trainable step at `size`, batch 2, seed 11, in `precision`.

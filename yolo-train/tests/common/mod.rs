@@ -1,9 +1,12 @@
-//! A tiny generated detection dataset shared by the trainer tests.
+//! Test inputs shared by the trainer tests: a tiny generated detection dataset, and the fixed
+//! images and boxes of the one-step comparisons.
 #![allow(dead_code)]
 
 use std::path::Path;
 
+use candle_core::{DType, Device, Tensor};
 use image::{Rgb, RgbImage};
+use yolo_data::BoxLabel;
 use yolo_train::TrainConfig;
 
 /// Writes `n` images (w x h, noisy grey background, one or two coloured rectangles; class 0 red,
@@ -72,4 +75,43 @@ pub fn config(dir: &Path) -> TrainConfig {
         ],
     )
     .unwrap()
+}
+
+/// A tensor's values as f32, whatever its dtype.
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// A fixed pseudo-random batch of two `size` x `size` images in [0, 1).
+pub fn images(size: usize, dev: &Device) -> Tensor {
+    let mut state = 12345u32;
+    let pixels: Vec<f32> = (0..2 * 3 * size * size)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32
+        })
+        .collect();
+    Tensor::from_vec(pixels, (2, 3, size, size), dev).unwrap()
+}
+
+/// Three fixed boxes for the two images of [`images`], laid out for a 64 x 64 input and scaled to
+/// `size`.
+pub fn boxes(size: usize) -> Vec<Vec<BoxLabel>> {
+    let s = size as f32 / 64.0;
+    let b = |x0: f32, y0: f32, x1: f32, y1: f32, class| BoxLabel {
+        x_min: x0 * s,
+        y_min: y0 * s,
+        x_max: x1 * s,
+        y_max: y1 * s,
+        class,
+    };
+    vec![
+        vec![b(4.0, 8.0, 40.0, 60.0, 1), b(44.0, 4.0, 52.0, 14.0, 2)],
+        vec![b(10.0, 20.0, 62.0, 50.0, 0)],
+    ]
 }
