@@ -1,6 +1,7 @@
 //! A safe, bounds-checked wrapper around the `gemm` crate's f32 matrix product (the same crate
 //! candle's CPU matmul uses), so the convolution kernels can multiply strided views of their buffers
-//! without copying them into contiguous matrices first.
+//! without copying them into contiguous matrices first. With bf16 products turned on
+//! ([`crate::set_bf16_matmul`]) the larger products go to the AMX tile kernel instead.
 
 use candle_core::{bail, Result};
 
@@ -102,7 +103,7 @@ pub(crate) fn sgemm_seq(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sgemm_with(
+pub(crate) fn sgemm_with(
     m: usize,
     n: usize,
     k: usize,
@@ -132,6 +133,15 @@ fn sgemm_with(
     }
     lhs.check(m, k, "lhs")?;
     rhs.check(k, n, "rhs")?;
+    if crate::amx::bf16_matmul() && crate::amx::worth_tiles(m, n, k) {
+        let parallel = matches!(parallelism, gemm::Parallelism::Rayon(_));
+        let dst = MatMut {
+            data: dst,
+            rs: dst_rs,
+        };
+        crate::amx::sgemm_bf16(m, n, k, lhs, rhs, dst, accumulate, parallel);
+        return Ok(());
+    }
     // SAFETY: every index the product touches was bounds-checked above against the slices, and
     // `dst` is borrowed mutably so it cannot alias `lhs` or `rhs`.
     unsafe {

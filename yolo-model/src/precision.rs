@@ -12,12 +12,15 @@
 //! scaling (yolo-train's `LossScaler`); bf16 has f32's range and needs none.
 //!
 //! On the CPU, candle widens 16-bit matmuls to f32 (it has no bf16/f16 GEMM kernel there), so
-//! mixed precision is slower than f32 on the CPU; it is meant for CUDA and Metal.
+//! 16-bit tensors would be slower than f32. bf16 on a CPU with AMX therefore runs differently
+//! ([`Precision::uses_cpu_tiles`]): the tensors stay f32 and the fast kernels' convolution
+//! products take bf16-rounded operands on AMX tiles with f32 accumulation. f16, and bf16 on a
+//! CPU without AMX, do not run on the CPU ([`Precision::runs_on_cpu`]).
 
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -60,6 +63,32 @@ impl Precision {
     /// Whether this is a 16-bit (mixed) precision.
     pub fn is_mixed(self) -> bool {
         self != Precision::F32
+    }
+
+    /// Whether this precision runs on `device` as f32 tensors with the CPU kernels' bf16 tile
+    /// products (bf16 on a CPU with AMX) rather than as 16-bit tensors.
+    pub fn uses_cpu_tiles(self, device: &Device) -> bool {
+        self == Precision::Bf16 && device.is_cpu() && yolo_kernels::amx_bf16_available()
+    }
+
+    /// The precision of the network's tensors on `device`: f32 where
+    /// [`Precision::uses_cpu_tiles`], else this one.
+    pub fn tensor_precision(self, device: &Device) -> Precision {
+        if self.uses_cpu_tiles(device) {
+            Precision::F32
+        } else {
+            self
+        }
+    }
+
+    /// Whether this precision is worth running on this machine's CPU: f32 always, bf16 with
+    /// AMX (see [`Precision::uses_cpu_tiles`]), f16 never (candle widens it to f32).
+    pub fn runs_on_cpu(self) -> bool {
+        match self {
+            Precision::F32 => true,
+            Precision::Bf16 => yolo_kernels::amx_bf16_available(),
+            Precision::F16 => false,
+        }
     }
 
     /// Whether training in this precision needs loss scaling (f16's gradients underflow).

@@ -251,7 +251,8 @@ pub fn run_case(
 ) -> Result<BenchResult> {
     let cfg = YoloConfig::new(case.variant, 1);
     let (varmap, model) = YoloBody::build(&cfg, 0, dev)?;
-    let model = model.with_precision(precision);
+    let model = model.with_precision(precision.tensor_precision(dev));
+    let _tiles = yolo_model::ops::bf16_matmul_scope(precision.uses_cpu_tiles(dev));
     let mut scaler = crate::loss_scale::LossScaler::new(precision);
     let (anchors, _) = crate::model_source::default_anchors(cfg.variant);
     let (n, s) = (case.batch, case.size);

@@ -404,8 +404,9 @@ pub struct TrainConfig {
     /// Compute precision: `"f32"` (the default, and what older configs get), `"bf16"` or `"f16"`
     /// (mixed precision: f32 weights, BatchNorm statistics and Adam moments, 16-bit convolutions
     /// on candle's device-generic ops; f16 adds a dynamic loss scale). For GPUs: on the CPU the
-    /// 16-bit matmuls widen to f32 and are slower, so `yolo train` refuses them there. See
-    /// [`yolo_model::precision`] and [`crate::LossScaler`].
+    /// 16-bit matmuls widen to f32 and are slower, so there bf16 runs as f32 tensors with bf16
+    /// convolution products on AMX tiles, on CPUs that have them, and `yolo train` refuses f16
+    /// (and bf16 without AMX). See [`yolo_model::precision`] and [`crate::LossScaler`].
     #[serde(default)]
     pub precision: Precision,
     /// `yolo_loss` ignore threshold (0.5 in train_bottleneck.py).

@@ -37,7 +37,8 @@ fn build_model(
 ) -> Result<(VarMap, YoloBody, YoloConfig)> {
     let model_cfg = YoloConfig::new(cfg.variant, num_classes);
     let (varmap, model) = YoloBody::build(&model_cfg, cfg.seed, device)?;
-    Ok((varmap, model.with_precision(cfg.precision), model_cfg))
+    let model = model.with_precision(cfg.precision.tensor_precision(device));
+    Ok((varmap, model, model_cfg))
 }
 
 /// Removes the temporary files that killed processes left in `run_dir`, saying so.

@@ -107,6 +107,9 @@ impl Trainer {
     pub fn run(&mut self) -> Result<RunOutcome> {
         let mut last_weights = None;
         let progress = self.run_progress();
+        // bf16 on a CPU with AMX: f32 tensors, bf16 convolution products, for the whole run.
+        let cpu_tiles = self.cfg().precision.uses_cpu_tiles(&self.device);
+        let _tiles = yolo_model::ops::bf16_matmul_scope(cpu_tiles);
         for plan in plan(self.cfg()) {
             let (phase, pc) = (plan.kind, &plan.config);
             if self.state.completed.contains(&phase) {

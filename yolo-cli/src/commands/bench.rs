@@ -43,8 +43,9 @@ pub struct Args {
     #[arg(long)]
     no_gemm: bool,
     /// Compute precision of the steps: f32, or bf16 / f16 mixed precision (f16 with the
-    /// training loop's dynamic loss scale). 16-bit is refused with --device cpu, where candle
-    /// widens 16-bit matmuls to f32 and they are slower than f32.
+    /// training loop's dynamic loss scale). With --device cpu: bf16 only on CPUs with AMX (f32
+    /// tensors, bf16 convolution products on the AMX tiles), f16 never (candle widens 16-bit
+    /// matmuls to f32 there, slower than f32).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     precision: String,
 }

@@ -74,7 +74,8 @@ pub struct Args {
     pub device: Option<String>,
     /// Compute precision: f32 (default), or bf16 / f16 mixed precision for GPUs (f32 weights,
     /// BatchNorm statistics and Adam moments; 16-bit convolutions; f16 with a dynamic loss
-    /// scale). Refused with --device cpu, where 16-bit matmuls are slower than f32.
+    /// scale). With --device cpu: bf16 only on CPUs with AMX (f32 tensors, bf16 convolution
+    /// products on the AMX tiles), f16 never (16-bit matmuls are slower than f32 there).
     #[arg(long, value_parser = ["f32", "bf16", "f16"])]
     pub precision: Option<String>,
     /// Tiny YOLOv3.
