@@ -78,6 +78,7 @@ impl Drop for Bf16MatmulScope {
 /// layers' 32 or 64 output channels against a wide image) runs faster in f32; measured on a
 /// Sapphire Rapids Xeon, 32 x 43264 x 144 ran at 0.5x and 64 x 10816 x 288 at 0.9x the f32 rate,
 /// products with 256 or more rows at 1.1-2.6x.
+/// (`n = usize::MAX` asks whether a left-hand side is worth packing for products yet unknown.)
 pub(crate) fn worth_tiles(m: usize, n: usize, k: usize) -> bool {
     m >= 128 && n >= 32 && k >= 64
 }
@@ -400,6 +401,32 @@ impl SharedDst {
     }
 }
 
+/// A left-hand side packed into A tiles once, for products with many right-hand sides (the
+/// convolution kernel against each image, each Winograd block).
+pub(crate) struct PackedA {
+    tiles: Vec<u16>,
+    m: usize,
+    k: usize,
+    depth: usize,
+}
+
+impl PackedA {
+    /// Packs `lhs` (`m x k`, bounds-checked by the caller, `m, k >= 1`); [`amx_bf16_available`]
+    /// must be true. `parallel` spreads the packing over rayon's pool.
+    pub(crate) fn new(lhs: MatRef<'_>, m: usize, k: usize, parallel: bool) -> Self {
+        assert!(amx_bf16_available() && m > 0 && k > 0);
+        let depth = k.div_ceil(DEPTH);
+        let mut tiles = vec![0u16; 2 * m.div_ceil(BLOCK) * depth * TILE];
+        pack_a(lhs, m, k, depth, &mut tiles, parallel);
+        PackedA { tiles, m, k, depth }
+    }
+
+    /// Result rows.
+    pub(crate) fn rows(&self) -> usize {
+        self.m
+    }
+}
+
 /// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)` with bf16-rounded operands and f32
 /// accumulation. The views must already be bounds-checked for these sizes (as `sgemm` does),
 /// `m, n, k >= 1`, and [`amx_bf16_available`] true; `parallel` spreads it over rayon's pool.
@@ -414,21 +441,32 @@ pub(crate) fn sgemm_bf16(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(amx_bf16_available() && m > 0 && n > 0 && k > 0);
+    let a = PackedA::new(lhs, m, k, parallel);
+    sgemm_bf16_packed(&a, n, rhs, dst, accumulate, parallel);
+}
+
+/// [`sgemm_bf16`] with the left-hand side packed already.
+pub(crate) fn sgemm_bf16_packed(
+    a: &PackedA,
+    n: usize,
+    rhs: MatRef<'_>,
+    dst: MatMut<'_>,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (m, k, depth) = (a.m, a.k, a.depth);
+    assert!(n > 0);
     assert!((m - 1) * dst.rs + n <= dst.data.len());
     let row_blocks = m.div_ceil(BLOCK);
     let col_blocks = n.div_ceil(BLOCK);
-    let depth = k.div_ceil(DEPTH);
-    let mut a = vec![0u16; 2 * row_blocks * depth * TILE];
     let mut b = vec![0u16; 2 * col_blocks * depth * TILE];
-    pack_a(lhs, m, k, depth, &mut a, parallel);
     pack_b(rhs, k, n, depth, &mut b, parallel);
     let out = SharedDst {
         ptr: dst.data.as_mut_ptr(),
         rs: dst.rs,
     };
     let panel = depth * TILE;
-    let (a, b) = (&a[..], &b[..]);
+    let (a, b) = (&a.tiles[..], &b[..]);
     let cfg = TileConfig::kernel();
     // The operand with the larger packed panels goes in the outer loop.
     let rows_outer = row_blocks >= col_blocks;

@@ -9,7 +9,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::gemm::{sgemm, sgemm_seq, MatMut, MatRef};
+use crate::gemm::{sgemm, sgemm_lhs_par, sgemm_lhs_seq, sgemm_seq, Lhs, MatMut, MatRef};
 use crate::scratch::with_scratch;
 use crate::storage::contiguous_f32;
 use crate::winograd;
@@ -274,14 +274,14 @@ pub(crate) fn conv_kernel_grad(g: &ConvGeom, x: &[f32], grad: &[f32]) -> Result<
 pub(crate) fn gemm_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
     let mut out = vec![0f32; g.b * g.c_out * ohw];
-    let wm = MatRef::row_major(w, k);
+    let wm = Lhs::new(MatRef::row_major(w, k), g.c_out, k)?;
     if per_image_threads(g) {
         out.par_chunks_mut(g.c_out * ohw)
             .zip(x.par_chunks(g.c_in * hw))
             .try_for_each(|(ob, xb)| -> Result<()> {
                 if g.pointwise() {
                     let xm = MatRef::row_major(xb, hw);
-                    return sgemm_seq(g.c_out, ohw, k, wm, xm, MatMut { data: ob, rs: ohw }, false);
+                    return sgemm_lhs_seq(&wm, ohw, xm, MatMut { data: ob, rs: ohw }, false);
                 }
                 // im2col or a non-accumulating GEMM writes all of `col` before it is read.
                 with_scratch(k * rows_per_block(g) * g.ow, 0, |col, _| -> Result<()> {
@@ -293,15 +293,7 @@ pub(crate) fn gemm_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
                             data: &mut ob[oy0 * g.ow..],
                             rs: ohw,
                         };
-                        sgemm_seq(
-                            g.c_out,
-                            ncols,
-                            k,
-                            wm,
-                            MatRef::row_major(col, ncols),
-                            dst,
-                            false,
-                        )?;
+                        sgemm_lhs_seq(&wm, ncols, MatRef::row_major(col, ncols), dst, false)?;
                     }
                     Ok(())
                 })?;
@@ -311,18 +303,16 @@ pub(crate) fn gemm_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
         for b in 0..g.b {
             let xb = MatRef::row_major(&x[b * g.c_in * hw..][..g.c_in * hw], hw);
             let ob = &mut out[b * g.c_out * ohw..][..g.c_out * ohw];
-            sgemm(g.c_out, ohw, k, wm, xb, MatMut { data: ob, rs: ohw }, false)?;
+            sgemm_lhs_par(&wm, ohw, xb, MatMut { data: ob, rs: ohw }, false)?;
         }
     } else {
         let mut col = vec![0f32; k * ohw];
         for b in 0..g.b {
             im2col(&x[b * g.c_in * hw..][..g.c_in * hw], g, &mut col);
             let ob = &mut out[b * g.c_out * ohw..][..g.c_out * ohw];
-            sgemm(
-                g.c_out,
+            sgemm_lhs_par(
+                &wm,
                 ohw,
-                k,
-                wm,
                 MatRef::row_major(&col, ohw),
                 MatMut { data: ob, rs: ohw },
                 false,
@@ -336,14 +326,14 @@ pub(crate) fn gemm_forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32
 pub(crate) fn gemm_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let (hw, ohw, k) = (g.hw(), g.ohw(), g.k());
     let mut dx = vec![0f32; g.b * g.c_in * hw];
-    let wt = MatRef::transposed(w, k);
+    let wt = Lhs::new(MatRef::transposed(w, k), k, g.c_out)?;
     if per_image_threads(g) {
         dx.par_chunks_mut(g.c_in * hw)
             .zip(grad.par_chunks(g.c_out * ohw))
             .try_for_each(|(db, gb)| -> Result<()> {
                 if g.pointwise() {
                     let gm = MatRef::row_major(gb, ohw);
-                    return sgemm_seq(k, hw, g.c_out, wt, gm, MatMut { data: db, rs: hw }, false);
+                    return sgemm_lhs_seq(&wt, hw, gm, MatMut { data: db, rs: hw }, false);
                 }
                 // im2col or a non-accumulating GEMM writes all of `col` before it is read.
                 with_scratch(k * rows_per_block(g) * g.ow, 0, |col, _| -> Result<()> {
@@ -359,7 +349,7 @@ pub(crate) fn gemm_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<V
                             data: &mut *col,
                             rs: ncols,
                         };
-                        sgemm_seq(k, ncols, g.c_out, wt, gm, dst, false)?;
+                        sgemm_lhs_seq(&wt, ncols, gm, dst, false)?;
                         col2im_rows(col, g, oy0, oy1, db);
                     }
                     Ok(())
@@ -370,17 +360,15 @@ pub(crate) fn gemm_input_grad(g: &ConvGeom, grad: &[f32], w: &[f32]) -> Result<V
         for b in 0..g.b {
             let gb = MatRef::row_major(&grad[b * g.c_out * ohw..][..g.c_out * ohw], ohw);
             let db = &mut dx[b * g.c_in * hw..][..g.c_in * hw];
-            sgemm(k, hw, g.c_out, wt, gb, MatMut { data: db, rs: hw }, false)?;
+            sgemm_lhs_par(&wt, hw, gb, MatMut { data: db, rs: hw }, false)?;
         }
     } else {
         let mut col = vec![0f32; k * ohw];
         for b in 0..g.b {
             let gb = MatRef::row_major(&grad[b * g.c_out * ohw..][..g.c_out * ohw], ohw);
-            sgemm(
-                k,
+            sgemm_lhs_par(
+                &wt,
                 ohw,
-                g.c_out,
-                wt,
                 gb,
                 MatMut {
                     data: &mut col,

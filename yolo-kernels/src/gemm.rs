@@ -55,6 +55,78 @@ pub(crate) struct MatMut<'a> {
     pub rs: usize,
 }
 
+/// A left-hand side used against many right-hand sides (a convolution kernel against every
+/// image or block): its f32 view, and, when bf16 products are on and it has enough rows, its AMX
+/// tiles, packed once here instead of in every product.
+pub(crate) struct Lhs<'a> {
+    view: MatRef<'a>,
+    m: usize,
+    k: usize,
+    tiles: Option<crate::amx::PackedA>,
+}
+
+impl<'a> Lhs<'a> {
+    /// The `m x k` matrix `view`, checked against its buffer.
+    pub fn new(view: MatRef<'a>, m: usize, k: usize) -> Result<Self> {
+        view.check(m, k, "lhs")?;
+        let tiles = (crate::amx::bf16_matmul() && crate::amx::worth_tiles(m, usize::MAX, k))
+            .then(|| crate::amx::PackedA::new(view, m, k, true));
+        Ok(Lhs { view, m, k, tiles })
+    }
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)` on the calling thread only, as
+/// [`sgemm_seq`], with a prepared left-hand side.
+pub(crate) fn sgemm_lhs_seq(
+    lhs: &Lhs<'_>,
+    n: usize,
+    rhs: MatRef<'_>,
+    dst: MatMut<'_>,
+    accumulate: bool,
+) -> Result<()> {
+    sgemm_lhs(lhs, n, rhs, dst, accumulate, gemm::Parallelism::None)
+}
+
+/// [`sgemm`] with a prepared left-hand side.
+pub(crate) fn sgemm_lhs_par(
+    lhs: &Lhs<'_>,
+    n: usize,
+    rhs: MatRef<'_>,
+    dst: MatMut<'_>,
+    accumulate: bool,
+) -> Result<()> {
+    let p = gemm_parallelism(lhs.m, n, lhs.k);
+    sgemm_lhs(lhs, n, rhs, dst, accumulate, p)
+}
+
+fn sgemm_lhs(
+    lhs: &Lhs<'_>,
+    n: usize,
+    rhs: MatRef<'_>,
+    dst: MatMut<'_>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) -> Result<()> {
+    let (m, k) = (lhs.m, lhs.k);
+    match &lhs.tiles {
+        Some(a) if n > 0 && crate::amx::worth_tiles(m, n, k) => {
+            debug_assert_eq!(a.rows(), m);
+            rhs.check(k, n, "rhs")?;
+            if (m - 1) * dst.rs + n > dst.data.len() || dst.rs < n {
+                bail!(
+                    "sgemm: dst {m}x{n} (rs {}) exceeds its buffer of {}",
+                    dst.rs,
+                    dst.data.len()
+                )
+            }
+            let parallel = matches!(parallelism, gemm::Parallelism::Rayon(_));
+            crate::amx::sgemm_bf16_packed(a, n, rhs, dst, accumulate, parallel);
+            Ok(())
+        }
+        _ => sgemm_with(m, n, k, lhs.view, rhs, dst, accumulate, parallelism),
+    }
+}
+
 /// The number of threads the GEMM may use: rayon's pool size (both cores on the target machine).
 pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let threads = rayon::current_num_threads();

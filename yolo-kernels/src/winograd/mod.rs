@@ -36,7 +36,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use crate::conv::ConvGeom;
-use crate::gemm::{sgemm_seq, MatMut, MatRef};
+use crate::gemm::{sgemm_lhs_seq, sgemm_seq, Lhs, MatMut, MatRef};
 use crate::scratch::with_scratch;
 use crate::simd::with_simd;
 use tiling::{OutPtr, Tiling};
@@ -251,6 +251,9 @@ fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel) -> Result<V
     }
     let t = Tiling::new((tile.m(), planes), (b, h, w), c_in.max(c_out), MIN_TILES);
     let ptr = OutPtr(out.as_mut_ptr(), out.len());
+    let lhs = (0..planes)
+        .map(|xi| Lhs::new(k.plane(xi), c_out, c_in))
+        .collect::<Result<Vec<_>>>()?;
     (0..t.blocks())
         .into_par_iter()
         .try_for_each(|i| -> Result<()> {
@@ -262,12 +265,10 @@ fn convolve(x: &[f32], (b, h, w): (usize, usize, usize), k: &Kernel) -> Result<V
                 planes * c_out * nt,
                 |v, m| -> Result<()> {
                     with_simd(|| tile.input_transform(x, (c_in, h, w), &t, rr, v));
-                    for xi in 0..planes {
-                        sgemm_seq(
-                            c_out,
+                    for (xi, lhs) in lhs.iter().enumerate() {
+                        sgemm_lhs_seq(
+                            lhs,
                             nt,
-                            c_in,
-                            k.plane(xi),
                             MatRef::row_major(&v[xi * c_in * nt..][..c_in * nt], nt),
                             MatMut {
                                 data: &mut m[xi * c_out * nt..][..c_out * nt],
