@@ -8,7 +8,11 @@
 //! as `TDPBF16PS` wants it), then every 32 x 32 block of the result is accumulated in four f32
 //! tiles over the whole depth and written out once. The operand whose packed panels take more
 //! room is walked in the outer loop (and split between threads), so the smaller one is re-read
-//! from cache.
+//! from cache. A left-hand side used against many right-hand sides (a convolution's kernel) is
+//! packed once ([`PackedA`]).
+//!
+//! The tile instructions are inline assembly: Rust's AMX intrinsics are unstable
+//! (`x86_amx_intrinsics`); the conversions use the stable AVX-512 BF16 intrinsics.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
