@@ -112,19 +112,21 @@ fn sgemm_lhs(
         Some(a) if n > 0 && crate::amx::worth_tiles(m, n, k) => {
             debug_assert_eq!(a.rows(), m);
             rhs.check(k, n, "rhs")?;
-            if (m - 1) * dst.rs + n > dst.data.len() || dst.rs < n {
-                bail!(
-                    "sgemm: dst {m}x{n} (rs {}) exceeds its buffer of {}",
-                    dst.rs,
-                    dst.data.len()
-                )
-            }
+            check_dst(m, n, dst.rs, dst.data.len())?;
             let parallel = matches!(parallelism, gemm::Parallelism::Rayon(_));
             crate::amx::sgemm_bf16_packed(a, n, rhs, dst, accumulate, parallel);
             Ok(())
         }
         _ => sgemm_with(m, n, k, lhs.view, rhs, dst, accumulate, parallelism),
     }
+}
+
+/// An error unless an `m x n` destination (`m, n >= 1`) with row stride `rs` fits in `len` floats.
+fn check_dst(m: usize, n: usize, rs: usize, len: usize) -> Result<()> {
+    if (m - 1) * rs + n > len || rs < n {
+        bail!("sgemm: dst {m}x{n} (rs {rs}) exceeds its buffer of {len}")
+    }
+    Ok(())
 }
 
 /// The number of threads the GEMM may use: rayon's pool size (both cores on the target machine).
@@ -189,12 +191,7 @@ pub(crate) fn sgemm_with(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if (m - 1) * dst_rs + n > dst.len() || dst_rs < n {
-        bail!(
-            "sgemm: dst {m}x{n} (rs {dst_rs}) exceeds its buffer of {}",
-            dst.len()
-        )
-    }
+    check_dst(m, n, dst_rs, dst.len())?;
     if k == 0 {
         if !accumulate {
             for row in 0..m {
