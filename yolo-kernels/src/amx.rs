@@ -463,71 +463,73 @@ pub(crate) fn sgemm_bf16_packed(
     assert!((m - 1) * dst.rs + n <= dst.data.len());
     let row_blocks = m.div_ceil(BLOCK);
     let col_blocks = n.div_ceil(BLOCK);
-    let mut b = vec![0u16; 2 * col_blocks * depth * TILE];
-    pack_b(rhs, k, n, depth, &mut b, parallel);
-    let out = SharedDst {
-        ptr: dst.data.as_mut_ptr(),
-        rs: dst.rs,
-    };
-    let panel = depth * TILE;
-    let (a, b) = (&a.tiles[..], &b[..]);
-    let cfg = TileConfig::kernel();
-    // The operand with the larger packed panels goes in the outer loop.
-    let rows_outer = row_blocks >= col_blocks;
-    let (outer, inner) = if rows_outer {
-        (row_blocks, col_blocks)
-    } else {
-        (col_blocks, row_blocks)
-    };
-    let run = |o: usize| {
-        let mut c = [0f32; 4 * ROWS * COLS];
-        // SAFETY: AMX is available (asserted above); the config is the kernel's.
-        unsafe { load_tiles(&cfg) };
-        for i in 0..inner {
-            let (rb, cb) = if rows_outer { (o, i) } else { (i, o) };
-            let at = &a[2 * rb * panel..][..2 * panel];
-            let bt = &b[2 * cb * panel..][..2 * panel];
-            // SAFETY: the tiles are configured above; each pointer starts `depth` packed tiles
-            // inside `a` or `b` (the slices just taken hold two panels of `depth` tiles each);
-            // `c` holds the 1024 floats the block writes.
-            unsafe {
-                block(
-                    at.as_ptr(),
-                    at[panel..].as_ptr(),
-                    bt.as_ptr(),
-                    bt[panel..].as_ptr(),
-                    depth,
-                    c.as_mut_ptr(),
-                )
-            };
-            for t in 0..4 {
-                let r0 = rb * BLOCK + (t / 2) * ROWS;
-                let j0 = cb * BLOCK + (t % 2) * COLS;
-                let rn = m.saturating_sub(r0).min(ROWS);
-                let jn = n.saturating_sub(j0).min(COLS);
-                for ri in 0..rn {
-                    let src = &c[(t * ROWS + ri) * COLS..][..jn];
-                    // SAFETY: row r0 + ri < m and columns j0 .. j0 + jn <= n lie inside `dst`
-                    // (asserted above); this block is the only writer of them.
-                    let d = unsafe { out.row_mut(r0 + ri, j0, jn) };
-                    if accumulate {
-                        for (d, s) in d.iter_mut().zip(src) {
-                            *d += s;
+    // pack_b writes every element of its buffer, so a reused one will do.
+    crate::scratch::with_packed_scratch(2 * col_blocks * depth * TILE, |b| {
+        pack_b(rhs, k, n, depth, b, parallel);
+        let out = SharedDst {
+            ptr: dst.data.as_mut_ptr(),
+            rs: dst.rs,
+        };
+        let panel = depth * TILE;
+        let (a, b) = (&a.tiles[..], &*b);
+        let cfg = TileConfig::kernel();
+        // The operand with the larger packed panels goes in the outer loop.
+        let rows_outer = row_blocks >= col_blocks;
+        let (outer, inner) = if rows_outer {
+            (row_blocks, col_blocks)
+        } else {
+            (col_blocks, row_blocks)
+        };
+        let run = |o: usize| {
+            let mut c = [0f32; 4 * ROWS * COLS];
+            // SAFETY: AMX is available (asserted above); the config is the kernel's.
+            unsafe { load_tiles(&cfg) };
+            for i in 0..inner {
+                let (rb, cb) = if rows_outer { (o, i) } else { (i, o) };
+                let at = &a[2 * rb * panel..][..2 * panel];
+                let bt = &b[2 * cb * panel..][..2 * panel];
+                // SAFETY: the tiles are configured above; each pointer starts `depth` packed tiles
+                // inside `a` or `b` (the slices just taken hold two panels of `depth` tiles each);
+                // `c` holds the 1024 floats the block writes.
+                unsafe {
+                    block(
+                        at.as_ptr(),
+                        at[panel..].as_ptr(),
+                        bt.as_ptr(),
+                        bt[panel..].as_ptr(),
+                        depth,
+                        c.as_mut_ptr(),
+                    )
+                };
+                for t in 0..4 {
+                    let r0 = rb * BLOCK + (t / 2) * ROWS;
+                    let j0 = cb * BLOCK + (t % 2) * COLS;
+                    let rn = m.saturating_sub(r0).min(ROWS);
+                    let jn = n.saturating_sub(j0).min(COLS);
+                    for ri in 0..rn {
+                        let src = &c[(t * ROWS + ri) * COLS..][..jn];
+                        // SAFETY: row r0 + ri < m and columns j0 .. j0 + jn <= n lie inside `dst`
+                        // (asserted above); this block is the only writer of them.
+                        let d = unsafe { out.row_mut(r0 + ri, j0, jn) };
+                        if accumulate {
+                            for (d, s) in d.iter_mut().zip(src) {
+                                *d += s;
+                            }
+                        } else {
+                            d.copy_from_slice(src);
                         }
-                    } else {
-                        d.copy_from_slice(src);
                     }
                 }
             }
+            // SAFETY: AMX is available; the tiles were configured above.
+            unsafe { release_tiles() };
+        };
+        if parallel && outer > 1 {
+            (0..outer).into_par_iter().for_each(run);
+        } else {
+            (0..outer).for_each(run);
         }
-        // SAFETY: AMX is available; the tiles were configured above.
-        unsafe { release_tiles() };
-    };
-    if parallel && outer > 1 {
-        (0..outer).into_par_iter().for_each(run);
-    } else {
-        (0..outer).for_each(run);
-    }
+    })
 }
 
 #[cfg(test)]

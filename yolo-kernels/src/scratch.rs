@@ -1,11 +1,31 @@
 //! Per-thread scratch buffers for kernel temporaries that are fully overwritten before they are
-//! read (Winograd's transformed tiles, im2col blocks). Reusing them skips the allocator's zeroing
-//! and, with the system allocator, the page faults of a fresh mapping on every call.
+//! read (Winograd's transformed tiles, im2col blocks, the AMX kernel's packed operands). Reusing
+//! them skips the allocator's zeroing and, with the system allocator, the page faults of a fresh
+//! mapping on every call.
 
 use std::cell::RefCell;
 
 thread_local! {
     static SLOTS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    static PACKED: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a buffer of `len` u16 (the AMX kernel's packed bf16 operands) from this thread's
+/// slot, on the same terms as [`with_scratch`]: `f` must write every element before reading it,
+/// and a nested call gets a fresh buffer.
+pub(crate) fn with_packed_scratch<R>(len: usize, f: impl FnOnce(&mut [u16]) -> R) -> R {
+    let mut v = PACKED.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+    let r = f(&mut v[..len]);
+    PACKED.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < v.len() {
+            *s = v;
+        }
+    });
+    r
 }
 
 /// Runs `f` with two buffers of `a` and `b` floats taken from this thread's slots. Their contents
@@ -56,6 +76,16 @@ mod tests {
         // Nested calls get their own buffers.
         with_scratch(2, 2, |a, _| {
             with_scratch(2, 2, |c, _| assert_ne!(a.as_ptr(), c.as_ptr()));
+        });
+        let q = with_packed_scratch(8, |a| {
+            a.fill(3);
+            a.as_ptr() as usize
+        });
+        with_packed_scratch(5, |a| {
+            assert_eq!((a.as_ptr() as usize, &a[..]), (q, &[3u16; 5][..]))
+        });
+        with_packed_scratch(2, |a| {
+            with_packed_scratch(2, |c| assert_ne!(a.as_ptr(), c.as_ptr()))
         });
     }
 }
